@@ -1,0 +1,283 @@
+"""Train the course's mini Stable Diffusion from scratch, on a CPU or a GPU, resumably.
+
+One command retrains everything with a fixed seed::
+
+    python -m sdcourse.train --out runs/mini           # then exports to sdcourse/mini_model/
+
+Stages (each saves checkpoints in ``--out`` and resumes from them when rerun):
+
+1. **VAE**: an AutoencoderKL learns to squeeze 3 x 64 x 64 pictures into 4 x 8 x 8 latents
+   (MSE + 0.5 L1 + a tiny KL term). Its scaling factor is then *measured*: 1 / std of the
+   latents of every scene, so scaled latents have unit variance, as SD's 0.18215 does.
+2. **Latent cache**: the posterior mean and std of all 1,680 scenes, computed once.
+3. **Text encoder + UNet**, trained together on the denoising loss of SD (epsilon
+   prediction, scaled_linear schedule over 1000 steps) with
+   * caption dropout (10% empty captions) so classifier-free guidance works,
+   * captions with parts left out (size, position, background) so short prompts work,
+   * offset noise (0.1 x a per-sample, per-channel constant) so the flat background
+     colour can be learnt despite the signal SD's schedule leaves at t = 999,
+   * min-SNR-5 loss weighting and an EMA of the weights, which is what is exported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import mini_arch, shapes
+
+MINI_MODEL_DIR = Path(__file__).parent / "mini_model"
+
+
+def log(msg: str, out: Path | None = None):
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    if out is not None:
+        with open(out / "train.log", "a") as f:
+            f.write(line + "\n")
+
+
+def scenes_tensor(scenes, resolution=mini_arch.RESOLUTION) -> torch.Tensor:
+    """Render scenes to a float tensor in [-1, 1], shape (N, 3, H, W)."""
+    arr = np.stack([np.asarray(shapes.render(s, resolution)) for s in scenes])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB between two pictures in [-1, 1]."""
+    mse = ((a.clamp(-1, 1) - b) / 2).square().mean().item()
+    return 10 * math.log10(1 / max(mse, 1e-10))
+
+
+def save_ckpt(path: Path, **state):
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ---------------------------------------------------------------- stage 1: VAE
+def train_vae(out: Path, steps: int, batch: int, seed: int, device: str):
+    from diffusers import AutoencoderKL
+
+    ckpt = out / "vae.pt"
+    vae = AutoencoderKL(**mini_arch.VAE_CONFIG).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device)
+        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        start = state["step"]
+        if start >= steps:
+            log(f"VAE already trained ({start} steps)", out)
+            return vae.eval()
+        log(f"VAE: resuming at step {start}", out)
+    all_scenes = shapes.all_scenes()
+    held = scenes_tensor(all_scenes[::97]).to(device)
+    rng = random.Random(seed + start)
+    torch.manual_seed(seed + start)
+    t0 = time.time()
+    for step in range(start, steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, 1e-3, 100)
+        x = scenes_tensor(rng.choices(all_scenes, k=batch)).to(device)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            with torch.no_grad():
+                p = psnr(vae.decode(vae.encode(held).latent_dist.mode()).sample, held)
+            rate = (step + 1 - start) / (time.time() - t0)
+            log(f"VAE step {step + 1}/{steps} loss {loss.item():.4f} kl {kl.item():.3f} held-out PSNR {p:.1f} dB ({rate:.2f} steps/s)", out)
+            save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
+    return vae.eval()
+
+
+@torch.no_grad()
+def latent_cache(vae, device: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Posterior mean and std of every scene, and the measured scaling factor 1/std."""
+    all_scenes = shapes.all_scenes()
+    means, stds = [], []
+    for i in range(0, len(all_scenes), 128):
+        dist = vae.encode(scenes_tensor(all_scenes[i : i + 128]).to(device)).latent_dist
+        means.append(dist.mean), stds.append(dist.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    scaling = 1.0 / mean.std().item()
+    return mean, std, scaling
+
+
+# ---------------------------------------------------------- stage 2: UNet + text
+class CaptionIds:
+    """Tokenises captions once and remembers them (the grammar has few distinct captions)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.cache = tokenizer, {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = [c for c in set(captions) if c not in self.cache]
+        if missing:
+            ids = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+            self.cache.update(zip(missing, ids))
+        return torch.stack([self.cache[c] for c in captions])
+
+
+def train_unet(out: Path, vae_scaling, mean, std, steps: int, batch: int, lr: float, seed: int, device: str,
+               p_uncond: float = 0.1, offset_noise: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    ckpt = out / "unet.pt"
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**mini_arch.TEXT_CONFIG)).to(device)
+    unet = UNet2DConditionModel(**mini_arch.UNET_CONFIG).to(device)
+    params = list(text_encoder.parameters()) + list(unet.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device)
+        text_encoder.load_state_dict(state["text_encoder"]), unet.load_state_dict(state["unet"])
+        opt.load_state_dict(state["opt"])
+        ema = [e.to(device) for e in state["ema"]]
+        start = state["step"]
+        log(f"UNet: resuming at step {start}", out)
+    if start < steps:
+        sched = DDPMScheduler(**{k: v for k, v in mini_arch.SCHEDULER_CONFIG.items() if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")})
+        ab = sched.alphas_cumprod.to(device)
+        snr = ab / (1 - ab)
+        weight = torch.clamp(snr, max=snr_gamma) / snr  # min-SNR weighting for epsilon prediction
+        tok = CaptionIds(CLIPTokenizer.from_pretrained(MINI_MODEL_DIR / "tokenizer"))
+        all_scenes = shapes.all_scenes()
+        rng = random.Random(seed * 1000 + start)
+        gen = torch.Generator(device="cpu").manual_seed(seed * 1000 + start)
+        mean, std = mean.to(device), std.to(device)
+        t0, ema_loss = time.time(), None
+        for step in range(start, steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, steps, lr, 300)
+            idx = rng.choices(range(len(all_scenes)), k=batch)
+            caps = ["" if rng.random() < p_uncond else shapes.random_caption(all_scenes[i], rng) for i in idx]
+            ids = tok(caps).to(device)
+            idx_t = torch.tensor(idx, device=device)
+            eps_post = torch.randn(mean[idx_t].shape, generator=gen).to(device)
+            x0 = (mean[idx_t] + std[idx_t] * eps_post) * vae_scaling
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            noise = noise + offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=gen).to(device)
+            t = torch.randint(0, 1000, (batch,), generator=gen).to(device)
+            xt = sched.add_noise(x0, noise, t)
+            cond = text_encoder(ids).last_hidden_state
+            pred = unet(xt, t, cond).sample
+            loss = ((pred - noise).square().mean(dim=(1, 2, 3)) * weight[t]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            with torch.no_grad():
+                d = min(ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
+            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+            if (step + 1) % 100 == 0 or step + 1 == steps:
+                rate = (step + 1 - start) / (time.time() - t0)
+                eta = (steps - step - 1) / rate / 60
+                log(f"UNet step {step + 1}/{steps} loss {ema_loss:.4f} lr {opt.param_groups[0]['lr']:.2e} ({rate:.2f} steps/s, {eta:.0f} min left)", out)
+            if (step + 1) % 500 == 0 or step + 1 == steps:
+                save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), opt=opt.state_dict(), ema=ema, step=step + 1)
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    return text_encoder.eval(), unet.eval()
+
+
+# ----------------------------------------------------------------- export
+def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.float16):
+    """Save a diffusers folder that StableDiffusionPipeline.from_pretrained reads (safetensors)."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    tokenizer = CLIPTokenizer.from_pretrained(MINI_MODEL_DIR / "tokenizer")
+    tokenizer_files = {p.name: p.read_bytes() for p in (MINI_MODEL_DIR / "tokenizer").iterdir()}
+    vae.register_to_config(scaling_factor=float(round(scaling, 5)))
+    sched_cfg = {k: v for k, v in mini_arch.SCHEDULER_CONFIG.items() if k != "_class_name"}
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=PNDMScheduler.from_config(sched_cfg), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.to(dtype=dtype)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    # Write the scheduler config in full: PNDM ignores clip_sample, but DDIM.from_config reads it
+    # (its default, True, would clip latents to [-1, 1]).
+    import shutil
+
+    import diffusers
+
+    # transformers 5 saves only tokenizer.json; ship the classic vocab.json + merges.txt pair
+    # that sdcourse.clip_vocab made from open_clip's vocabulary file (the same ids, readable files).
+    shutil.rmtree(folder / "tokenizer")
+    (folder / "tokenizer").mkdir()
+    for name, data in tokenizer_files.items():
+        (folder / "tokenizer" / name).write_bytes(data)
+    cfg = dict(mini_arch.SCHEDULER_CONFIG, _diffusers_version=diffusers.__version__)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    pipe.to(dtype=torch.float32)
+    return folder
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
+    ap.add_argument("--export", type=Path, default=MINI_MODEL_DIR, help="where the trained diffusers folder goes")
+    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--unet-steps", type=int, default=8000)
+    ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--export-now", action="store_true", help="export the latest checkpoints (EMA weights) without training further")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    log(f"training on {args.device} ({torch.get_num_threads()} threads), torch {torch.__version__}", args.out)
+    if args.export_now:
+        args.vae_steps = torch.load(args.out / "vae.pt", map_location="cpu")["step"]
+        args.unet_steps = torch.load(args.out / "unet.pt", map_location="cpu")["step"]
+    vae = train_vae(args.out, args.vae_steps, args.vae_batch, args.seed, args.device)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    mean, std, scaling = latent_cache(vae, args.device)
+    log(f"latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", args.out)
+    text_encoder, unet = train_unet(args.out, scaling, mean, std, args.unet_steps, args.batch, args.lr, args.seed, args.device)
+    export(args.export, vae.cpu(), text_encoder.cpu(), unet.cpu(), scaling)
+    minutes = (time.time() - t0) / 60
+    info = {"device": args.device, "threads": torch.get_num_threads(), "vae_steps": args.vae_steps,
+            "unet_steps": args.unet_steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
+            "scaling_factor": scaling, "wall_minutes_this_run": round(minutes, 1), "torch": torch.__version__}
+    (args.out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    log(f"exported to {args.export} after {minutes:.1f} min", args.out)
+
+
+if __name__ == "__main__":
+    main()
