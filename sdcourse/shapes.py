@@ -94,6 +94,20 @@ def all_scenes() -> list[Scene]:
     ]
 
 
+def split_scenes(n_heldout: int = 168, seed: int = 1234) -> tuple[list[Scene], list[Scene]]:
+    """(training scenes, held-out scenes): a fixed 10% of the grammar's combinations the model never sees.
+
+    Evaluating on held-out combinations ("a small red circle in the top left on a blue
+    background" never appears in training, though each of its words does) measures whether
+    the model composes words, not whether it remembers pictures.
+    """
+    scenes = all_scenes()
+    order = list(range(len(scenes)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_heldout])
+    return [s for i, s in enumerate(scenes) if i not in held], [s for i, s in enumerate(scenes) if i in held]
+
+
 def random_scene(rng: random.Random) -> Scene:
     """A uniformly random scene, drawn from ``rng``."""
     colour, background = rng.sample(COLOURS, 2)

@@ -106,7 +106,7 @@ def train_vae(out: Path, steps: int, batch: int, seed: int, device: str):
             with torch.no_grad():
                 p = psnr(vae.decode(vae.encode(held).latent_dist.mode()).sample, held)
             rate = (step + 1 - start) / (time.time() - t0)
-            log(f"VAE step {step + 1}/{steps} loss {loss.item():.4f} kl {kl.item():.3f} held-out PSNR {p:.1f} dB ({rate:.2f} steps/s)", out)
+            log(f"VAE step {step + 1}/{steps} loss {loss.item():.4f} kl {kl.item():.3f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
             save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
     return vae.eval()
 
@@ -166,6 +166,8 @@ def train_unet(out: Path, vae_scaling, mean, std, steps: int, batch: int, lr: fl
         weight = torch.clamp(snr, max=snr_gamma) / snr  # min-SNR weighting for epsilon prediction
         tok = CaptionIds(CLIPTokenizer.from_pretrained(MINI_MODEL_DIR / "tokenizer"))
         all_scenes = shapes.all_scenes()
+        train_scenes = set(shapes.split_scenes()[0])
+        train_idx = [i for i, s in enumerate(all_scenes) if s in train_scenes]  # held-out scenes stay unseen
         rng = random.Random(seed * 1000 + start)
         gen = torch.Generator(device="cpu").manual_seed(seed * 1000 + start)
         mean, std = mean.to(device), std.to(device)
@@ -173,7 +175,7 @@ def train_unet(out: Path, vae_scaling, mean, std, steps: int, batch: int, lr: fl
         for step in range(start, steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps, lr, 300)
-            idx = rng.choices(range(len(all_scenes)), k=batch)
+            idx = rng.choices(train_idx, k=batch)
             caps = ["" if rng.random() < p_uncond else shapes.random_caption(all_scenes[i], rng) for i in idx]
             ids = tok(caps).to(device)
             idx_t = torch.tensor(idx, device=device)
