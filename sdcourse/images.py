@@ -1,0 +1,222 @@
+"""Pictures in and out: grids, inline display, and the VAE's trip between pixels and latents.
+
+Shapes used throughout (B pictures, H x W pixels, the VAE shrinks each side by 8):
+
+* PIL pictures: a list of ``B`` RGB images of ``W x H`` pixels;
+* pixel tensors: ``(B, 3, H, W)`` floats in ``[-1, 1]`` (what the VAE reads and writes);
+* latents: ``(B, 4, H/8, W/8)`` floats, already multiplied by ``vae.config.scaling_factor``
+  (what the UNet denoises).
+
+Example::
+
+    >>> latents = pil_to_latents(pipe.vae, [picture])      # (1, 4, H/8, W/8)
+    >>> again = latents_to_pil(pipe.vae, latents)[0]        # a PIL picture, close to `picture`
+    >>> show(image_grid([picture, again], rows=1, cols=2))
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+SHOW_MIN_SIZE = 256
+
+
+def _as_list(images, name: str = "images") -> list[Image.Image]:
+    if isinstance(images, Image.Image):
+        return [images]
+    if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+        raise TypeError(f"{name} must be a PIL image or a list of PIL images; got {type(images).__name__}.")
+    for i, im in enumerate(images):
+        if not isinstance(im, Image.Image):
+            hint = " (use latents_to_pil or tensor_to_pil to turn tensors into pictures)" if torch.is_tensor(im) else ""
+            raise TypeError(f"{name}[{i}] is a {type(im).__name__}, not a PIL image{hint}.")
+    return list(images)
+
+
+def _check_same_size(images: list[Image.Image]) -> tuple[int, int]:
+    sizes = sorted({im.size for im in images})
+    if len(sizes) > 1:
+        raise ValueError(
+            f"all pictures must have the same size; got sizes (width, height) {sizes}. "
+            f"Resize them first, e.g. im.resize((512, 512))."
+        )
+    return sizes[0]
+
+
+def image_grid(images: Sequence[Image.Image], rows: int, cols: int) -> Image.Image:
+    """Paste ``rows * cols`` equally sized pictures into one picture, row by row.
+
+    Example::
+
+        >>> grid = image_grid(pipe(["a red circle"] * 4).images, rows=2, cols=2)
+        >>> grid.size   # (2 * width, 2 * height)
+    """
+    images = _as_list(images)
+    for name, value in (("rows", rows), ("cols", cols)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    if not images:
+        raise ValueError("image_grid got an empty list of pictures; give at least one.")
+    if rows * cols != len(images):
+        raise ValueError(
+            f"rows x cols must equal the number of pictures: {rows} x {cols} = {rows * cols}, "
+            f"but there are {len(images)} pictures."
+        )
+    w, h = _check_same_size(images)
+    mode = images[0].mode if len({im.mode for im in images}) == 1 else "RGB"
+    grid = Image.new(mode, (cols * w, rows * h))
+    for i, im in enumerate(images):
+        grid.paste(im.convert(mode), ((i % cols) * w, (i // cols) * h))
+    return grid
+
+
+def upscale(image: Image.Image, min_size: int = SHOW_MIN_SIZE, cell: tuple[int, int] | None = None) -> Image.Image:
+    """Enlarge ``image`` by a whole factor with NEAREST (crisp pixels) until ``cell`` is >= ``min_size``.
+
+    ``cell`` is the size of one picture inside ``image`` (for a grid); it defaults to the
+    whole image. Pictures already that large are returned unchanged.
+
+    Example::
+
+        >>> upscale(Image.new("RGB", (64, 64))).size
+        (256, 256)
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a PIL image; got {type(image).__name__}.")
+    if not isinstance(min_size, int) or min_size <= 0:
+        raise ValueError(f"min_size must be a positive integer number of pixels; got {min_size!r}.")
+    cw, ch = cell or image.size
+    factor = math.ceil(min_size / min(cw, ch))
+    if factor <= 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def show(images, rows: int | None = None, cols: int | None = None, min_size: int = SHOW_MIN_SIZE) -> None:
+    """Display one picture or a grid of pictures inline in a notebook.
+
+    A list is laid out as ``rows x cols`` (default: one row). Pictures smaller than
+    ``min_size`` pixels are enlarged with NEAREST so a 64 x 64 picture stays crisp and visible.
+
+    Example::
+
+        >>> show(pipe("a small blue square").images[0])
+        >>> show(images, rows=2, cols=4)
+    """
+    from IPython.display import display
+
+    images = _as_list(images)
+    if not images:
+        raise ValueError("show got an empty list of pictures; give at least one.")
+    if rows is None and cols is None:
+        rows, cols = 1, len(images)
+    elif rows is None:
+        rows = math.ceil(len(images) / cols)
+    elif cols is None:
+        cols = math.ceil(len(images) / rows)
+    cell = _check_same_size(images)
+    if rows * cols > len(images):  # fill the last row with blank cells
+        images = images + [Image.new(images[0].mode, cell)] * (rows * cols - len(images))
+    display(upscale(image_grid(images, rows, cols), min_size, cell=cell))
+
+
+def pil_to_tensor(images) -> torch.Tensor:
+    """Turn PIL pictures into a ``(B, 3, H, W)`` float32 tensor in ``[-1, 1]``.
+
+    This is the same preprocessing as diffusers' ``VaeImageProcessor`` (divide by 255, then
+    map ``[0, 1]`` to ``[-1, 1]``).
+
+    Example::
+
+        >>> pil_to_tensor(Image.new("RGB", (64, 48))).shape
+        torch.Size([1, 3, 48, 64])
+    """
+    images = _as_list(images)
+    if not images:
+        raise ValueError("got an empty list of pictures; give at least one.")
+    _check_same_size(images)
+    array = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
+def tensor_to_pil(pixels: torch.Tensor) -> list[Image.Image]:
+    """Turn a ``(B, 3, H, W)`` tensor in ``[-1, 1]`` into a list of ``B`` PIL pictures.
+
+    Values outside ``[-1, 1]`` are clipped; rounding matches diffusers' ``VaeImageProcessor``,
+    so a hand-built loop gives exactly the pipeline's pictures.
+
+    Example::
+
+        >>> tensor_to_pil(torch.zeros(1, 3, 8, 8))[0].getpixel((0, 0))
+        (128, 128, 128)
+    """
+    if not torch.is_tensor(pixels) or pixels.ndim != 4 or pixels.shape[1] != 3:
+        shape = tuple(pixels.shape) if torch.is_tensor(pixels) else type(pixels).__name__
+        raise ValueError(f"expected a (B, 3, H, W) tensor of pixels in [-1, 1]; got {shape}.")
+    array = (pixels / 2 + 0.5).clamp(0, 1).detach().cpu().permute(0, 2, 3, 1).float().numpy()
+    array = (array * 255).round().astype("uint8")
+    return [Image.fromarray(a) for a in array]
+
+
+def _vae_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+@torch.no_grad()
+def pil_to_latents(vae, images, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Encode pictures into scaled latents: ``(B, 3, H, W)`` pixels -> ``(B, 4, H/8, W/8)``.
+
+    The VAE encoder returns a distribution per latent pixel. Without a ``generator`` its mean is
+    used (deterministic); with one, a sample is drawn, as the img2img pipeline does. The result
+    is multiplied by ``vae.config.scaling_factor`` (0.18215 for SD v1) so it has roughly unit
+    variance, the scale the UNet was trained on.
+
+    Example::
+
+        >>> pil_to_latents(pipe.vae, [picture]).shape     # picture of 512 x 512 pixels
+        torch.Size([1, 4, 64, 64])
+    """
+    images = _as_list(images)
+    if not images:
+        raise ValueError("pil_to_latents got an empty list of pictures; give at least one.")
+    w, h = _check_same_size(images)
+    f = _vae_factor(vae)
+    if w % f or h % f:
+        raise ValueError(f"picture size {w} x {h} must be a multiple of {f} on each side for this VAE; "
+                         f"resize it, e.g. to {w - w % f or f} x {h - h % f or f}.")
+    pixels = pil_to_tensor(images).to(device=vae.device, dtype=vae.dtype)
+    dist = vae.encode(pixels).latent_dist
+    latents = dist.sample(generator) if generator is not None else dist.mean
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift is not None:
+        latents = latents - shift
+    return latents * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def latents_to_pil(vae, latents: torch.Tensor) -> list[Image.Image]:
+    """Decode scaled latents into pictures: ``(B, 4, H/8, W/8)`` -> ``B`` PIL pictures of ``H x W``.
+
+    Undoes the ``scaling_factor`` of :func:`pil_to_latents`, runs the VAE decoder and turns the
+    ``(B, 3, H, W)`` result in ``[-1, 1]`` into PIL pictures.
+
+    Example::
+
+        >>> latents_to_pil(pipe.vae, torch.randn(1, 4, 8, 8))[0].size   # the mini model's VAE
+        (64, 64)
+    """
+    channels = vae.config.latent_channels
+    if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != channels:
+        shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
+        hint = " (add the batch dimension with latents[None])" if torch.is_tensor(latents) and latents.ndim == 3 else ""
+        raise ValueError(f"expected latents of shape (B, {channels}, h, w); got {shape}{hint}.")
+    latents = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift is not None:
+        latents = latents + shift
+    return tensor_to_pil(vae.decode(latents).sample)
