@@ -4,3 +4,4 @@ from .loader import MINI_MODEL_DIR, DEFAULT_MODEL, check_tokenizer, load_pipelin
 from .seeds import make_generator
 from .validate import check_prompts, check_seed, check_size
 from .images import image_grid, latents_to_pil, pil_to_latents, pil_to_tensor, show, tensor_to_pil, upscale
+from .loop import denoise, encode_prompt, generate, predict_x0
