@@ -24,11 +24,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import threading
+import urllib.error
+import urllib.request
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
@@ -182,27 +182,26 @@ def hub_offline() -> bool:
     return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Return whether a TCP connection to the Hugging Face hub opens within ``timeout`` seconds.
+def _probe_url(url: str, timeout: float) -> bool:
+    """One HTTP HEAD request; any HTTP answer (even 404) means the server is there."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # no route, no name, refused, TLS failure, timeout, bad URL
+        return False
 
-    The probe runs in a background thread, so even a name lookup that hangs cannot block the
-    caller for longer than ``timeout`` (plus a few milliseconds).
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Return whether the Hugging Face hub answers an HTTP request within ``timeout`` seconds.
+
+    The request runs in a background thread, so even a name lookup that hangs cannot block
+    the caller for longer than ``timeout``. ``HF_ENDPOINT`` (a mirror) is honoured.
     """
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    url = urlparse(endpoint)
-    host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
-    if not host:
-        return False
     result = []
-
-    def probe():
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
+    thread = threading.Thread(target=lambda: result.append(_probe_url(endpoint, timeout)), daemon=True)
     thread.start()
     thread.join(timeout)
     return bool(result and result[0])
