@@ -5,3 +5,4 @@ from .seeds import make_generator
 from .validate import check_prompts, check_seed, check_size
 from .images import image_grid, latents_to_pil, pil_to_latents, pil_to_tensor, show, tensor_to_pil, upscale
 from .loop import denoise, encode_prompt, generate, predict_x0
+from .fast_loop import FastLoop, lms_coefficients
