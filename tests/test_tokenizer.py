@@ -16,7 +16,7 @@ from sdcourse.loader import MINI_MODEL_DIR
 TOKENIZER_DIR = MINI_MODEL_DIR / "tokenizer"
 BOS, EOS = 49406, 49407
 
-LONG_WORD = "x" * 333  # one 333-letter word: 84 tokens
+LONG_WORD = "x" * 333  # one 333-letter word: 83 tokens
 LONG_SENTENCE = " ".join(["a red square on a blue background"] * 20)  # 140 tokens
 PROMPTS = [
     "a photograph of an astronaut riding a horse",
