@@ -1,0 +1,141 @@
+"""Interpolation between latents and between prompt embeddings: slerp, lerp and frame schedules.
+
+Gaussian noise in many dimensions lives near a sphere: almost every sample has a norm close
+to sqrt(number of elements). A straight line (lerp) between two such samples cuts through
+the inside of that sphere, where the norm is too small (about 0.71 of it half way between
+two independent samples), and the UNet has never seen such a quiet latent.
+Spherical interpolation (slerp) walks along the sphere instead, so every frame is a
+plausible noise sample.
+
+>>> import torch
+>>> a, b = torch.randn(4, 8, 8), torch.randn(4, 8, 8)
+>>> frames = slerp_frames(a, b, 5)
+>>> len(frames), torch.equal(frames[0], a), torch.equal(frames[-1], b)
+(5, True, True)
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+
+def _check_t(t) -> float:
+    if isinstance(t, torch.Tensor) and t.numel() == 1:
+        t = t.item()
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise TypeError(f"t must be a number between 0 and 1, got {type(t).__name__} {t!r}")
+    t = float(t)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"t must lie in [0, 1] (0 gives v0, 1 gives v1), got {t}")
+    return t
+
+
+def _check_pair(v0, v1) -> None:
+    for name, v in (("v0", v0), ("v1", v1)):
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
+        if not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {v.dtype}")
+    if v0.shape != v1.shape:
+        raise ValueError(
+            f"cannot interpolate tensors of different shapes: v0 is {tuple(v0.shape)}, v1 is {tuple(v1.shape)}"
+        )
+
+
+def lerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
+    """Straight-line interpolation ``(1 - t) * v0 + t * v1`` (same shape and dtype as the inputs)."""
+    t = _check_t(t)
+    _check_pair(v0, v1)
+    if t == 0.0:
+        return v0.clone()
+    if t == 1.0:
+        return v1.clone()
+    return ((1 - t) * v0.double() + t * v1.double()).to(v0.dtype)
+
+
+def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0.9995) -> torch.Tensor:
+    """Spherical interpolation between ``v0`` (t = 0) and ``v1`` (t = 1), treating each tensor as one vector.
+
+    The angle ``theta`` between the two flattened tensors is split in the ratio t : 1 - t:
+    ``sin((1 - t) theta) / sin(theta) * v0 + sin(t theta) / sin(theta) * v1``.
+    For tensors of equal norm the result keeps that norm. When the two directions are nearly
+    parallel (cosine above ``dot_threshold``) sin(theta) is close to 0 and the formula is
+    ill-conditioned, so it falls back to :func:`lerp`, which is then almost the same path.
+    Computed in float64; returns the dtype and shape of ``v0``.
+
+    >>> import torch
+    >>> a, b = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    >>> slerp(0.5, a, b).shape
+    torch.Size([1, 4, 8, 8])
+    """
+    t = _check_t(t)
+    _check_pair(v0, v1)
+    if isinstance(dot_threshold, bool) or not isinstance(dot_threshold, numbers.Real) or not 0 < dot_threshold <= 1:
+        raise ValueError(f"dot_threshold must be a number in (0, 1], got {dot_threshold!r}")
+    if t == 0.0:
+        return v0.clone()
+    if t == 1.0:
+        return v1.clone()
+    a, b = v0.double().flatten(), v1.double().flatten()
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        raise ValueError("cannot slerp a tensor of norm 0: the angle to it is undefined")
+    dot = torch.dot(a / na, b / nb).clamp(-1.0, 1.0)
+    if dot.abs() > dot_threshold:
+        return lerp(t, v0, v1)
+    theta = torch.arccos(dot)
+    sin_theta = torch.sin(theta)
+    out = (torch.sin((1 - t) * theta) / sin_theta) * a + (torch.sin(t * theta) / sin_theta) * b
+    return out.reshape(v0.shape).to(v0.dtype)
+
+
+def check_num_frames(num_frames) -> int:
+    """Validate a frame count: an integer of at least 2 (a video needs a start and an end)."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, numbers.Integral):
+        raise TypeError(f"num_frames must be an integer, got {type(num_frames).__name__} {num_frames!r}")
+    if num_frames < 2:
+        raise ValueError(f"num_frames must be at least 2 (a first and a last frame), got {num_frames}")
+    return int(num_frames)
+
+
+def frame_times(num_frames: int) -> list[float]:
+    """``num_frames`` evenly spaced interpolation weights from 0 to 1, both ends included.
+
+    >>> frame_times(5)
+    [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    n = check_num_frames(num_frames)
+    return [i / (n - 1) for i in range(n)]
+
+
+def slerp_frames(v0: torch.Tensor, v1: torch.Tensor, num_frames: int, dot_threshold: float = 0.9995) -> list[torch.Tensor]:
+    """The ``num_frames`` tensors ``slerp(t, v0, v1)`` for t evenly spaced from 0 to 1 (first is v0, last is v1)."""
+    _check_pair(v0, v1)
+    return [slerp(t, v0, v1, dot_threshold) for t in frame_times(num_frames)]
+
+
+def lerp_frames(v0: torch.Tensor, v1: torch.Tensor, num_frames: int) -> list[torch.Tensor]:
+    """Like :func:`slerp_frames`, along the straight line."""
+    _check_pair(v0, v1)
+    return [lerp(t, v0, v1) for t in frame_times(num_frames)]
+
+
+def slerp_path(points: list[torch.Tensor], frames_per_segment: int, loop: bool = False) -> list[torch.Tensor]:
+    """A path through several key tensors: ``frames_per_segment`` slerp frames from each to the next.
+
+    Shared endpoints appear once. With ``loop=True`` the path returns to the first point (and
+    leaves out the final copy of it, so the video can repeat without a stutter).
+    Returns ``(len(points) - 1) * (frames_per_segment - 1) + 1`` tensors, or
+    ``len(points) * (frames_per_segment - 1)`` with ``loop``.
+    """
+    if not isinstance(points, (list, tuple)) or len(points) < 2:
+        raise ValueError(f"slerp_path needs a list of at least 2 tensors, got {type(points).__name__} of length "
+                         f"{len(points) if hasattr(points, '__len__') else '?'}")
+    check_num_frames(frames_per_segment)
+    keys = list(points) + ([points[0]] if loop else [])
+    out: list[torch.Tensor] = []
+    for a, b in zip(keys[:-1], keys[1:]):
+        segment = slerp_frames(a, b, frames_per_segment)
+        out.extend(segment if not out else segment[1:])
+    return out[:-1] if loop else out
