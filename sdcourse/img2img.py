@@ -1,0 +1,133 @@
+"""img2img: start the denoising loop part-way, from a noised copy of a picture.
+
+``strength`` says how far back into the noise the picture is sent. With ``n`` inference
+steps the loop skips the first ``n - int(n * strength)`` of them (the rule of diffusers'
+``StableDiffusionImg2ImgPipeline.get_timesteps``): the picture is encoded by the VAE,
+noised to the timestep where the loop starts (``scheduler.add_noise``), and the remaining
+steps of the ordinary text-to-image loop (:func:`sdcourse.loop.denoise`) finish it.
+
+* strength 0: no step runs; the result is the picture after a VAE round trip;
+* strength 1: every step runs, from the noisiest timestep; the picture only survives in
+  the ``sqrt(alpha_bar)`` share of the start latents (about 7% for SD's schedule);
+* in between: the higher the strength, the more the prompt and the less the picture decide.
+
+>>> result = img2img(pipe, picture, "a red circle", strength=0.6, steps=20, seed=0)  # doctest: +SKIP
+>>> result.images[0]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from PIL import Image
+
+from .images import latents_to_pil, pil_to_latents
+from .loop import Generated, check_guidance, check_steps, denoise, encode_prompt
+from .validate import check_prompts, check_seed
+
+
+def check_strength(strength) -> float:
+    """Return ``strength`` as a float if it is a number in [0, 1], else raise.
+
+    >>> check_strength(0.75)
+    0.75
+    """
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise TypeError(f"strength must be a number between 0 and 1 such as 0.6, got {type(strength).__name__} {strength!r}")
+    strength = float(strength)
+    if not math.isfinite(strength) or not 0.0 <= strength <= 1.0:
+        raise ValueError(
+            f"strength must lie in [0, 1] (0 keeps the picture, 1 starts from almost pure noise), got {strength}"
+        )
+    return strength
+
+
+def start_step(num_inference_steps: int, strength: float) -> int:
+    """Index of the first inference step img2img runs: ``n - int(n * strength)`` (n when none run).
+
+    >>> start_step(20, 0.6), start_step(20, 1.0), start_step(20, 0.0)
+    (8, 0, 20)
+    """
+    n = check_steps(num_inference_steps)
+    strength = check_strength(strength)
+    return n - min(int(n * strength), n)
+
+
+def img2img_pipeline(pipe):
+    """A ``StableDiffusionImg2ImgPipeline`` that shares ``pipe``'s modules (no second copy in memory).
+
+    >>> i2i = img2img_pipeline(pipe)  # doctest: +SKIP
+    >>> i2i.unet is pipe.unet  # doctest: +SKIP
+    True
+    """
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    if not hasattr(pipe, "components"):
+        raise TypeError(f"img2img_pipeline needs a diffusers pipeline, got {type(pipe).__name__}")
+    # Pass the loaded pipeline's own safety-checker setting along, so the mini model (which has
+    # none and does not require one) gives no warning and a real checkpoint keeps its checker.
+    i2i = StableDiffusionImg2ImgPipeline(
+        **pipe.components, requires_safety_checker=bool(pipe.config.get("requires_safety_checker", True))
+    )
+    i2i.set_progress_bar_config(disable=True)
+    return i2i
+
+
+def _check_picture(pipe, image) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a PIL picture, got {type(image).__name__}")
+    f = pipe.vae_scale_factor
+    if image.width % f or image.height % f:
+        raise ValueError(f"the picture is {image.width}x{image.height}; both sides must be multiples of {f} "
+                         f"(resize it to the model's size first)")
+    return image.convert("RGB")
+
+
+@torch.no_grad()
+def noised_start(pipe, image, strength: float, num_inference_steps: int, generator: torch.Generator):
+    """The start latents of img2img and where the loop starts: ``(latents, start_step, clean_latents)``.
+
+    Draws from ``generator`` in the pipeline's order (the VAE's latent sample first, then the
+    noise), so the same seed gives the pipeline's start latents. Sets the scheduler's timesteps.
+    ``latents`` is ``(1, 4, H/8, W/8)``; with strength 0 it is the clean latents themselves.
+    """
+    scheduler = pipe.scheduler
+    begin = start_step(num_inference_steps, strength)
+    clean = pil_to_latents(pipe.vae, [image], generator=generator)
+    scheduler.set_timesteps(num_inference_steps)
+    if begin == num_inference_steps:  # strength 0 (or too small for one step): nothing to redo
+        return clean, begin, clean
+    index = begin * getattr(scheduler, "order", 1)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(index)
+    noise = torch.randn(clean.shape, generator=generator, device=generator.device, dtype=clean.dtype)
+    latents = scheduler.add_noise(clean, noise.to(clean.device), scheduler.timesteps[index : index + 1])
+    return latents, begin, clean
+
+
+def img2img(pipe, image, prompt, strength: float = 0.6, steps: int = 20, guidance: float = 7.5, seed: int = 0,
+            *, negative=None, progress: bool = False) -> Generated:
+    """Hand-built img2img: encode the picture, noise it to the start step, run the rest of the loop, decode.
+
+    ``image`` is a PIL picture whose sides are multiples of ``pipe.vae_scale_factor`` (resize it
+    to the model's size first). Returns :class:`sdcourse.loop.Generated` with ``latents``
+    ``(1, 4, H/8, W/8)`` and ``images`` (one PIL picture). For the same seed, steps, guidance and
+    scheduler it gives the output of ``img2img_pipeline(pipe)(prompt, image, strength, ...)``.
+    Unlike the pipeline (which refuses a strength that leaves no step), strength 0 returns the
+    VAE round trip of the picture.
+    """
+    image = _check_picture(pipe, image)
+    strength = check_strength(strength)
+    steps = check_steps(steps)
+    guidance = check_guidance(guidance)
+    prompts = check_prompts(prompt)
+    if len(prompts) != 1:
+        raise ValueError(f"img2img takes one prompt for its one picture, got {len(prompts)}")
+    generator = torch.Generator("cpu").manual_seed(check_seed(seed))
+    embeddings = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts, negative)
+    latents, begin, _ = noised_start(pipe, image, strength, steps, generator)
+    if begin < steps:
+        latents = denoise(pipe.unet, pipe.scheduler, embeddings, latents, guidance, steps, progress=progress,
+                          start_step=begin, generator=generator)
+    return Generated(latents=latents, images=latents_to_pil(pipe.vae, latents))
