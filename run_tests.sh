@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: the package's unit tests, then every notebook executed top to bottom (nbval).
+#
+#   bash run_tests.sh            # extra arguments go to pytest, e.g. bash run_tests.sh -x -k loader
+#
+# Runs offline (HF_HUB_OFFLINE=1) with the bundled mini model on whatever device is there.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+bash scripts/setup_env.sh
+
+export HF_HUB_OFFLINE=1
+export SDCOURSE_MODEL="${SDCOURSE_MODEL:-mini}"  # never the big model, even if it is in the local cache
+
+targets=(tests)
+if compgen -G "notebooks/*.ipynb" > /dev/null; then
+    targets+=(notebooks)
+else
+    echo "run_tests: no notebooks yet (notebooks/*.ipynb); running the unit tests only"
+fi
+
+status=0
+.venv/bin/python -m pytest "${targets[@]}" --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@" || status=$?
+
+if [ "$status" -eq 5 ]; then
+    echo "run_tests: pytest collected no tests (exit 5); check the paths and the -k/-m filters" >&2
+fi
+exit "$status"

@@ -1,0 +1,241 @@
+"""Execute the course's notebooks headless, check their outputs, and write them (and HTML pages) out.
+
+    python scripts/build_notebooks.py --out build notebooks/*.ipynb      # executed copies + HTML in build/
+    python scripts/build_notebooks.py --inplace notebooks/03_*.ipynb     # refresh the committed outputs
+
+Each notebook runs top to bottom in a Python kernel of *this* interpreter (the course's .venv),
+from the notebooks folder. Then:
+
+* volatile metadata is stripped so that re-running gives reviewable diffs: execution timestamps,
+  the kernel's and Python's versions, and widget state; progress-bar widgets (tqdm) become one
+  plain text line with their final state, since their widget state is not kept;
+* the outputs are checked for this machine's paths (/work/, /root/, /home/) and for anything that
+  looks like a Hugging Face token (hf_...); either fails the build.
+
+A cell that raises fails the build with the notebook's name, the cell's number and the error.
+The exit status is 0 only when every notebook ran and passed the checks.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL = "python3"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+FORBIDDEN = [
+    (re.compile(r"/(?:work|root|home)/"), "a path of this machine"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), "something that looks like a Hugging Face token"),
+]
+TEXT_MIME = re.compile(r"^(text/|application/(json|javascript)|image/svg)")
+
+
+class BuildError(Exception):
+    pass
+
+
+def private_kernelspec() -> str:
+    """Write a kernelspec named python3 that starts this interpreter, and put it first on JUPYTER_PATH.
+
+    A user's own ``python3`` kernel (in ~/.local/share/jupyter) would otherwise win and could run
+    another Python without the course's packages.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="sdcourse-kernel-"))
+    spec = folder / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--log-level=ERROR"],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))
+    return str(folder)
+
+
+def execute(nb, path: Path, timeout: int) -> dict:
+    """Run every code cell in order; raise BuildError naming the first cell that fails.
+
+    Returns the widget states the kernel reported (used to render progress bars as text).
+    """
+    client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, record_timing=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        index, cell = next(((i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code" and
+                            any(o.output_type == "error" for o in c.outputs)), (None, None))
+        if cell is None:
+            raise BuildError(f"{path.name}: {err.ename}: {err.evalue}") from None
+        number = sum(c.cell_type == "code" for c in nb.cells[: index + 1])
+        first_line = (cell.source.strip().splitlines() or [""])[0][:80]
+        raise BuildError(f"{path.name}: code cell {number} (cell {index} of the file, starting "
+                         f"{first_line!r}) raised {err.ename}: {err.evalue}") from None
+    return nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+
+def widget_text(model_id: str, states: dict) -> str | None:
+    """Render a tqdm progress-bar widget (HBox of label, bar, text) as its final text line."""
+    box = states.get(model_id, {}).get("state", {})
+    children = [states.get(c.removeprefix("IPY_MODEL_"), {}).get("state", {}) for c in box.get("children", [])]
+    if len(children) != 3 or "max" not in children[1]:
+        return None
+    left, bar, right = children  # "desc: 100%", the bar, "20/20 [00:01<00:00, 15.2it/s]"
+    done, total = bar.get("value", 0), bar.get("max", 0) or 1
+    filled = min(10, int(10 * done / total))
+    text = f"{left.get('value', '')}|{'█' * filled}{' ' * (10 - filled)}| {right.get('value', '')}"
+    text = html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\u2007", " ").replace("\xa0", " ")
+    return re.sub(r" {2,}", " ", text).strip()
+
+
+def clean(nb, states: dict) -> None:
+    """Strip volatile metadata and turn progress-bar widgets into text, in place."""
+    nb.metadata.pop("widgets", None)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
+    info = nb.metadata.get("language_info", {})
+    for key in ("version",):
+        info.pop(key, None)
+    for cell in nb.cells:
+        for key in ("execution", "collapsed", "scrolled"):
+            cell.metadata.pop(key, None)
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.outputs:
+            data = out.get("data", {})
+            if WIDGET_VIEW in data:
+                text = widget_text(data[WIDGET_VIEW].get("model_id", ""), states)
+                if text is None:
+                    text = data.get("text/plain", "")
+                    text = "".join(text) if isinstance(text, list) else text
+                if text:
+                    outputs.append(nbformat.v4.new_output("stream", name="stderr", text=text + "\n"))
+                continue
+            if "image/png" in data:  # PIL pictures come as PNG and JPEG: keep the lossless one only
+                data.pop("image/jpeg", None)
+            out.get("metadata", {}).pop("execution", None)
+            outputs.append(out)
+        cell.outputs = outputs
+
+
+def check(nb, name: str) -> list[str]:
+    """Return one message per output that shows a machine path or a token."""
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            texts = []
+            if out.output_type == "stream":
+                texts.append(out.text)
+            elif out.output_type == "error":
+                texts += [out.ename, out.evalue, *out.traceback]
+            for mime, value in out.get("data", {}).items():
+                if TEXT_MIME.match(mime):
+                    texts.append(value if isinstance(value, str) else json.dumps(value))
+            for text in texts:
+                for pattern, what in FORBIDDEN:
+                    match = pattern.search(text)
+                    if match:
+                        problems.append(f"{name}: cell {index} prints {what}: ...{text[max(0, match.start() - 30): match.end() + 30]!r}...")
+    return problems
+
+
+def write_html(nb, target: Path) -> None:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    target.write_text(body, encoding="utf-8")
+
+
+def title_of(nb, fallback: str) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return fallback
+
+
+def write_index(entries: list[tuple[str, str, str]], out: Path) -> Path:
+    rows = "\n".join(
+        f'<li><a href="{html.escape(page)}">{html.escape(title)}</a> '
+        f'<small>({html.escape(status)})</small></li>' for page, title, status in entries)
+    page = (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sdcourse: executed notebooks</title>"
+        "<style>body{font-family:sans-serif;max-width:44em;margin:2em auto;line-height:1.6}</style></head>\n"
+        f"<body><h1>Stable Diffusion from the outside in</h1>\n<p>The course's notebooks, executed by "
+        f"scripts/build_notebooks.py.</p>\n<ol>\n{rows}\n</ol></body></html>\n")
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: notebooks/*.ipynb)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--inplace", action="store_true", help="write the executed notebooks back over the originals")
+    target.add_argument("--out", type=Path, default=ROOT / "build",
+                        help="folder for the executed notebooks, their HTML pages and index.html (default: build/)")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds one cell may run (default: 600)")
+    args = parser.parse_args(argv)
+
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file() or p.suffix != ".ipynb"]
+    if not paths or missing:
+        print(f"build_notebooks: no notebooks to run{': not found: ' + ', '.join(missing) if missing else ''}",
+              file=sys.stderr)
+        return 2
+    private_kernelspec()
+    if not args.inplace:
+        args.out.mkdir(parents=True, exist_ok=True)
+
+    failures, entries = [], []
+    for number, path in enumerate(paths, 1):
+        path = path.resolve()
+        nb = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        print(f"[{number}/{len(paths)}] {path.name} ...", end=" ", flush=True)
+        try:
+            states = execute(nb, path, args.timeout)
+            clean(nb, states)
+            problems = check(nb, path.name)
+            if problems:
+                raise BuildError("\n".join(problems))
+        except BuildError as err:
+            print("FAILED")
+            failures.append(str(err))
+            if not args.inplace:  # keep what ran, error included, to look at; never over the original
+                clean(nb, {})
+                nbformat.write(nb, args.out / path.name)
+                write_html(nb, args.out / (path.stem + ".html"))
+                entries.append((path.stem + ".html", title_of(nb, path.stem), "FAILED"))
+            continue
+        print(f"ok ({time.perf_counter() - start:.1f} s)")
+        if args.inplace:
+            nbformat.write(nb, path)
+        else:
+            nbformat.write(nb, args.out / path.name)
+            write_html(nb, args.out / (path.stem + ".html"))
+            entries.append((path.stem + ".html", title_of(nb, path.stem), "ran"))
+
+    if not args.inplace:
+        index = write_index(entries, args.out)
+        print(f"build_notebooks: executed notebooks and HTML pages are in {args.out}/; open {index}")
+    for failure in failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
