@@ -144,7 +144,7 @@ class UNetRunner:
 
     def _try_compile(self) -> None:
         try:
-            compiled = torch.compile(self.unet)
+            compiled = torch.compile(self.unet, dynamic=False)  # fixed shapes suit CUDA graphs
             x, t, emb = self._example()
             with torch.no_grad():  # compiles now, so a failure shows here and not mid-loop
                 compiled(x, t, encoder_hidden_states=emb, return_dict=False)
