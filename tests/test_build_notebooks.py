@@ -1,0 +1,84 @@
+"""scripts/build_notebooks.py: strips volatile metadata, turns progress widgets into text, refuses leaks."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "scripts" / "build_notebooks.py")
+build = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build)
+
+BAR_STATES = {
+    "box": {"state": {"children": ["IPY_MODEL_left", "IPY_MODEL_bar", "IPY_MODEL_right"]}},
+    "left": {"state": {"value": "denoising: 100%"}},
+    "bar": {"state": {"value": 20, "max": 20}},
+    "right": {"state": {"value": "\u200720/20 [00:01&lt;00:00, 15.2it/s]"}},
+}
+
+
+def notebook_with(outputs, cell_metadata=None):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("pass", outputs=outputs)
+    cell.metadata.update(cell_metadata or {})
+    nb.cells = [cell]
+    nb.metadata.update({"widgets": {build.WIDGET_STATE: {"state": BAR_STATES}},
+                        "language_info": {"name": "python", "version": "3.11.7"}})
+    return nb
+
+
+def test_widget_becomes_its_final_text():
+    assert build.widget_text("box", BAR_STATES) == "denoising: 100%|██████████| 20/20 [00:01<00:00, 15.2it/s]"
+    assert build.widget_text("unknown", BAR_STATES) is None
+
+
+def test_clean_strips_volatile_metadata():
+    widget = nbformat.v4.new_output("display_data", data={build.WIDGET_VIEW: {"model_id": "box"}, "text/plain": "0%"})
+    picture = nbformat.v4.new_output("display_data", data={"image/png": "iVBO", "image/jpeg": "/9j/", "text/plain": "<PIL>"})
+    nb = notebook_with([widget, picture], {"execution": {"iopub.execute_input": "2026-01-01T00:00:00"}})
+    build.clean(nb, BAR_STATES)
+    cell = nb.cells[0]
+    assert "widgets" not in nb.metadata and "version" not in nb.metadata["language_info"]
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert "execution" not in cell.metadata
+    assert cell.outputs[0].output_type == "stream" and cell.outputs[0].text.startswith("denoising: 100%|")
+    assert set(cell.outputs[1].data) == {"image/png", "text/plain"}  # the JPEG copy is dropped
+
+
+@pytest.mark.parametrize("text, what", [
+    ("saved to /home/alice/pictures\n", "a path of this machine"),
+    ("cwd /work/main\n", "a path of this machine"),
+    ("token = hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5\n", "Hugging Face token"),
+])
+def test_check_refuses_leaks(text, what):
+    nb = notebook_with([nbformat.v4.new_output("stream", name="stdout", text=text)])
+    problems = build.check(nb, "99_example.ipynb")
+    assert len(problems) == 1 and what in problems[0] and "99_example.ipynb: cell 0" in problems[0]
+
+
+def test_check_passes_clean_outputs():
+    nb = notebook_with([nbformat.v4.new_output("stream", name="stdout", text="latents: (1, 4, 8, 8)\n")])
+    assert build.check(nb, "x.ipynb") == []
+
+
+def test_failing_cell_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", "")  # the script puts its own kernelspec first; undone afterwards
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Broken"), nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("x / 0")]
+    path = tmp_path / "98_broken.ipynb"
+    nbformat.write(nb, path)
+    status = build.main(["--out", str(tmp_path / "build"), str(path)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "98_broken.ipynb: code cell 2" in err and "ZeroDivisionError" in err
+    assert (tmp_path / "build" / "index.html").is_file()
+    assert nbformat.read(path, as_version=4).cells[2].outputs == []  # the original is untouched
+
+
+def test_missing_notebook_is_an_error(tmp_path, capsys):
+    assert build.main(["--out", str(tmp_path), str(tmp_path / "nope.ipynb")]) == 2
+    assert "not found" in capsys.readouterr().err
