@@ -125,7 +125,13 @@ def matmul_tflops(device="cuda", n: int = 8192, dtype=torch.float16, repeats: in
 
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = median(time_call(lambda: [a @ b for _ in range(repeats)], repeats=3, warmup=1, device=device))
+    c = torch.empty(n, n, device=device, dtype=dtype)
+
+    def many():
+        for _ in range(repeats):
+            torch.mm(a, b, out=c)
+
+    seconds = median(time_call(many, repeats=3, warmup=1, device=device))
     return 2 * n**3 * repeats / seconds / 1e12
 
 
@@ -307,16 +313,17 @@ def floor_summary(rows, flops_step, tflops, steps=STEPS):
 
 
 def goals_check(rows, steps=STEPS):
-    def best(batch, key):
-        vals = [r[key] for r in rows if r["batch"] == batch and r["steps"] == steps and r[key] is not None
-                and r["finite"]]
-        return min(vals) if vals else None
+    """The issue's goals against the fastest finite K-LMS row of batch 1 and of batch 8."""
+    def fastest(batch):
+        rows_b = [r for r in rows if r["batch"] == batch and r["steps"] == steps and r["finite"]]
+        return min(rows_b, key=lambda r: r["s_per_image"]) if rows_b else None
 
     checks = {}
     for name, batch, key in (("batch1_s", 1, "s_per_image"), ("batch8_s", 8, "s_per_image"),
                              ("batch1_peak_gib", 1, "peak_gib")):
-        value = best(batch, key)
-        checks[name] = {"goal": GOALS[name], "measured": value,
+        row = fastest(batch)
+        value = None if row is None else row[key]
+        checks[name] = {"goal": GOALS[name], "measured": value, "row": None if row is None else row["row"],
                         "met": None if value is None else value <= GOALS[name]}
     return checks
 
@@ -382,7 +389,9 @@ def to_markdown(data: dict) -> str:
     lines += [markdown_table([{"batch": b, **v} for b, v in f["best"].items()],
                              ["batch", "row", "s_per_image", "x_floor"]), ""]
     lines += ["## Goals of the issue (set for an H100)", "",
-              markdown_table([{"what": k, **v} for k, v in data["goals"].items()], ["what", "goal", "measured", "met"])]
+              markdown_table([{"what": k, **v} for k, v in data["goals"].items()],
+                             ["what", "goal", "measured", "row", "met"]),
+              "", "Each goal is checked on the fastest K-LMS row of its batch size (peak memory: of that row)."]
     return "\n".join(lines)
 
 

@@ -96,3 +96,19 @@ def test_cpu_benchmark_writes_results_naming_the_machine(tmp_path):
     md = (tmp_path / "smoke.md").read_text()
     assert "no GPU" in md and data["machine"]["cpu"] in md and "torch " in md
     assert json.loads((tmp_path / "smoke.json").read_text())["settings"]["steps"] == [2]
+
+
+def test_floor_and_goals_use_the_fastest_finite_klms_row(gpu_bench):
+    rows = [
+        {"row": "slow", "batch": 1, "steps": 50, "s_per_image": 2.0, "peak_gib": 2.5, "finite": True},
+        {"row": "fast", "batch": 1, "steps": 50, "s_per_image": 0.2, "peak_gib": 2.9, "finite": True},
+        {"row": "broken", "batch": 1, "steps": 50, "s_per_image": 0.01, "peak_gib": 1.0, "finite": False},
+        {"row": "dpm", "batch": 1, "steps": 20, "s_per_image": 0.1, "peak_gib": 2.0, "finite": True},
+        {"row": "fast", "batch": 8, "steps": 50, "s_per_image": 0.15, "peak_gib": 9.0, "finite": True},
+    ]
+    floor = gpu_bench.floor_summary(rows, flops_step=10**12, tflops=500.0, steps=50)
+    assert floor["floor_s_per_image"] == 0.1
+    assert floor["best"]["1"] == {"row": "fast", "s_per_image": 0.2, "x_floor": 2.0}
+    goals = gpu_bench.goals_check(rows, steps=50)
+    assert goals["batch1_s"]["met"] is True and goals["batch1_s"]["row"] == "fast"
+    assert goals["batch8_s"]["met"] is False and goals["batch1_peak_gib"]["measured"] == 2.9
