@@ -16,8 +16,8 @@ from packaging.utils import canonicalize_name
 
 try:
     import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib
+except ImportError:  # Python 3.10 has no tomllib; tomli is the same parser
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_PACKAGES = {"python", "pip"}  # conda's interpreter and installer, not dependencies of the course
