@@ -139,3 +139,48 @@ def slerp_path(points: list[torch.Tensor], frames_per_segment: int, loop: bool =
         segment = slerp_frames(a, b, frames_per_segment)
         out.extend(segment if not out else segment[1:])
     return out[:-1] if loop else out
+
+
+def render_frames(pipe, latents, embeddings, steps: int = 20, guidance: float = 7.5, batch_size: int = 8,
+                  progress: bool = True) -> list:
+    """Denoise and decode one picture per frame with the loop of :mod:`sdcourse.loop`.
+
+    ``latents``: a list of unscaled noise tensors ``(1, 4, h, w)`` (e.g. from :func:`slerp_frames`), one per
+    frame; they are multiplied by the scheduler's ``init_noise_sigma`` here. ``embeddings``: one
+    ``[uncond, cond]`` tensor ``(2, 77, hidden)`` from :func:`sdcourse.loop.encode_prompt`, shared by
+    all frames, or a list with one per frame. Frames are denoised ``batch_size`` at a time (each frame
+    is independent: the same result as one by one, up to rounding). Returns a list of PIL pictures.
+    """
+    from tqdm.auto import tqdm
+
+    from .images import latents_to_pil
+    from .loop import check_steps, denoise
+
+    steps = check_steps(steps)
+    latents = list(latents)
+    if len(latents) < 1:
+        raise ValueError("render_frames needs at least one latent tensor")
+    if isinstance(embeddings, torch.Tensor):
+        embeddings = [embeddings] * len(latents)
+    embeddings = list(embeddings)
+    if len(embeddings) != len(latents):
+        raise ValueError(f"got {len(latents)} latents but {len(embeddings)} embeddings; give one per frame or one for all")
+    for i, (lat, emb) in enumerate(zip(latents, embeddings)):
+        if lat.ndim != 4 or lat.shape[0] != 1 or lat.shape[1:] != latents[0].shape[1:]:
+            raise ValueError(f"latents[{i}] must have shape {tuple(latents[0].shape)} like latents[0], got {tuple(lat.shape)}")
+        if emb.ndim != 3 or emb.shape[0] != 2 or emb.shape[1:] != embeddings[0].shape[1:]:
+            raise ValueError(f"embeddings[{i}] must be an [uncond, cond] tensor of shape (2, tokens, hidden), "
+                             f"got {tuple(emb.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    frames = []
+    for start in tqdm(range(0, len(latents), batch_size), disable=not progress, desc="frames"):
+        lat = torch.cat(latents[start : start + batch_size]).to(device, dtype)
+        emb = embeddings[start : start + batch_size]
+        emb = torch.cat([e[:1] for e in emb] + [e[1:] for e in emb]).to(device, dtype)  # [uncond..., cond...]
+        pipe.scheduler.set_timesteps(steps)
+        out = denoise(pipe.unet, pipe.scheduler, emb, lat * pipe.scheduler.init_noise_sigma, guidance, steps,
+                      progress=False)
+        frames.extend(latents_to_pil(pipe.vae, out))
+    return frames

@@ -105,3 +105,49 @@ def test_path_and_loop():
     assert len(loop) == 3 * 3 and torch.equal(loop[0], keys[0]) and not torch.equal(loop[-1], keys[0])
     with pytest.raises(ValueError, match="at least 2 tensors"):
         slerp_path(keys[:1], 4)
+
+
+# ---------------------------------------------------------------- render_frames (needs the mini model)
+@pytest.fixture(scope="module")
+def pipe():
+    import sdcourse
+
+    pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_render_frames_first_frame_is_the_seed_picture(pipe):
+    import numpy as np
+
+    from sdcourse.interp import render_frames
+    from sdcourse.loop import encode_prompt, generate
+
+    prompt = "a small blue square in the top left on a white background"
+    shape = (1, 4, 8, 8)
+    a = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    b = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    emb = encode_prompt(pipe.tokenizer, pipe.text_encoder, [prompt])
+    expected = np.asarray(generate(pipe, prompt, seed=0, steps=4, progress=False).images[0], dtype=int)
+    one_by_one = render_frames(pipe, slerp_frames(a, b, 3), emb, steps=4, batch_size=1, progress=False)
+    assert len(one_by_one) == 3 and one_by_one[0].size == (64, 64)
+    assert np.array_equal(np.asarray(one_by_one[0]), expected)
+    # In a batch the network rounds in another order: at most one level of 255 apart.
+    batched = render_frames(pipe, slerp_frames(a, b, 3), emb, steps=4, batch_size=2, progress=False)
+    assert np.abs(np.asarray(batched[0], dtype=int) - expected).max() <= 1
+
+
+def test_render_frames_bad_inputs(pipe):
+    from sdcourse.interp import render_frames
+    from sdcourse.loop import encode_prompt
+
+    emb = encode_prompt(pipe.tokenizer, pipe.text_encoder, ["a red circle"])
+    lat = [noise(0), noise(1)]
+    with pytest.raises(ValueError, match="got 2 latents but 3 embeddings"):
+        render_frames(pipe, lat, [emb] * 3, steps=2)
+    with pytest.raises(ValueError, match=r"latents\[1\] must have shape \(1, 4, 8, 8\)"):
+        render_frames(pipe, [noise(0), noise(1, (1, 4, 4, 4))], emb, steps=2)
+    with pytest.raises(ValueError, match=r"embeddings\[0\] must be an \[uncond, cond\] tensor"):
+        render_frames(pipe, lat, emb[1], steps=2)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        render_frames(pipe, lat, emb, steps=2, batch_size=0)
