@@ -81,7 +81,7 @@ class Scene:
         if position:
             text += f" in the {self.position}"
         if background:
-            text += f" on a {self.background} background"
+            text += f" on {'an' if self.background[0] in 'aeiou' else 'a'} {self.background} background"
         return text
 
 

@@ -9,6 +9,7 @@ Stages (each saves checkpoints in ``--out`` and resumes from them when rerun):
 1. **VAE**: an AutoencoderKL learns to squeeze 3 x 64 x 64 pictures into 4 x 8 x 8 latents
    (MSE + 0.5 L1 + a tiny KL term). Its scaling factor is then *measured*: 1 / std of the
    latents of every scene, so scaled latents have unit variance, as SD's 0.18215 does.
+1b. **Decoder**: the encoder is frozen and the decoder alone is fine-tuned (sharper edges).
 2. **Latent cache**: the posterior mean and std of all 1,680 scenes, computed once.
 3. **Text encoder + UNet**, trained together on the denoising loss of SD (epsilon
    prediction, scaled_linear schedule over 1000 steps) with
@@ -108,6 +109,54 @@ def train_vae(out: Path, steps: int, batch: int, seed: int, device: str):
             rate = (step + 1 - start) / (time.time() - t0)
             log(f"VAE step {step + 1}/{steps} loss {loss.item():.4f} kl {kl.item():.3f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
             save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
+    return vae.eval()
+
+
+def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: str):
+    """Stage 1b: freeze the encoder (so the latents, and everything the UNet learns, stay put) and
+    sharpen the decoder alone. Joint training leaves a blurry decoder (edges smeared into rings);
+    the decoder alone, with its encoder fixed, learns much sharper pictures quickly."""
+    ckpt = out / "decoder.pt"
+    dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(dec_params, lr=5e-4, weight_decay=0.0)
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device)
+        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        start = state["step"]
+        if start >= steps:
+            log(f"decoder already fine-tuned ({start} steps)", out)
+            return vae.eval()
+        log(f"decoder: resuming at step {start}", out)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    for p in dec_params:
+        p.requires_grad_(True)
+    all_scenes = shapes.all_scenes()
+    held = scenes_tensor(all_scenes[::97]).to(device)
+    rng = random.Random(seed + 7 + start)
+    torch.manual_seed(seed + 7 + start)
+    t0 = time.time()
+    for step in range(start, steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, 5e-4, 50)
+        x = scenes_tensor(rng.choices(all_scenes, k=batch)).to(device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        rec = vae.decode(z).sample
+        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
+        opt.step()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            with torch.no_grad():
+                p = psnr(vae.decode(vae.encode(held).latent_dist.mode()).sample, held)
+            rate = (step + 1 - start) / (time.time() - t0)
+            log(f"decoder step {step + 1}/{steps} loss {loss.item():.4f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
+            save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
+    for p in vae.parameters():
+        p.requires_grad_(False)
     return vae.eval()
 
 
@@ -249,7 +298,9 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
     ap.add_argument("--export", type=Path, default=MINI_MODEL_DIR, help="where the trained diffusers folder goes")
     ap.add_argument("--vae-steps", type=int, default=1500)
-    ap.add_argument("--unet-steps", type=int, default=8000)
+    ap.add_argument("--unet-steps", type=int, default=4500)
+    ap.add_argument("--decoder-steps", type=int, default=1500)
+    ap.add_argument("--decoder-only", action="store_true", help="stop after the decoder fine-tuning (stage 1b)")
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=6e-4)
@@ -266,15 +317,18 @@ def main(argv=None):
     if args.export_now:
         args.vae_steps = torch.load(args.out / "vae.pt", map_location="cpu")["step"]
         args.unet_steps = torch.load(args.out / "unet.pt", map_location="cpu")["step"]
+        if (args.out / "decoder.pt").exists():
+            args.decoder_steps = torch.load(args.out / "decoder.pt", map_location="cpu")["step"]
     vae = train_vae(args.out, args.vae_steps, args.vae_batch, args.seed, args.device)
-    for p in vae.parameters():
-        p.requires_grad_(False)
+    vae = finetune_decoder(args.out, vae, args.decoder_steps, args.vae_batch, args.seed, args.device)
+    if args.decoder_only:
+        return
     mean, std, scaling = latent_cache(vae, args.device)
     log(f"latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", args.out)
     text_encoder, unet = train_unet(args.out, scaling, mean, std, args.unet_steps, args.batch, args.lr, args.seed, args.device)
     export(args.export, vae.cpu(), text_encoder.cpu(), unet.cpu(), scaling)
     minutes = (time.time() - t0) / 60
-    info = {"device": args.device, "threads": torch.get_num_threads(), "vae_steps": args.vae_steps,
+    info = {"device": args.device, "threads": torch.get_num_threads(), "vae_steps": args.vae_steps, "decoder_steps": args.decoder_steps,
             "unet_steps": args.unet_steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
             "scaling_factor": scaling, "wall_minutes_this_run": round(minutes, 1), "torch": torch.__version__}
     (args.out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
