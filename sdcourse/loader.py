@@ -217,13 +217,16 @@ def _classify(model: str | os.PathLike) -> tuple[str, str | Path]:
             f"or None; got {model!r} of type {type(model).__name__}."
         )
     name = model.strip()
+    if not name:
+        raise ValueError(f"model is an empty string; use 'mini', a hub id such as {DEFAULT_MODEL!r}, "
+                         f"the path of a diffusers folder, or None for the default.")
     if name.lower() == "mini":
         return "mini", MINI_MODEL_DIR
     path = Path(name).expanduser()
     if path.exists():
         return "path", path
     looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
-    if looks_like_path or name == "":
+    if looks_like_path:
         raise ValueError(
             f"Model folder {model!r} does not exist; give an existing diffusers folder "
             f"(one with model_index.json), 'mini', or a hub id such as {DEFAULT_MODEL!r}."

@@ -265,6 +265,11 @@ def test_unknown_model_name():
         sdcourse.load_pipeline("sd15")
 
 
+def test_empty_model_name():
+    with pytest.raises(ValueError, match="model is an empty string"):
+        sdcourse.load_pipeline("  ")
+
+
 def test_model_of_wrong_type():
     with pytest.raises(TypeError, match="model must be a string.*got 42"):
         sdcourse.load_pipeline(42)
