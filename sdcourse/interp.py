@@ -182,5 +182,6 @@ def render_frames(pipe, latents, embeddings, steps: int = 20, guidance: float = 
         pipe.scheduler.set_timesteps(steps)
         out = denoise(pipe.unet, pipe.scheduler, emb, lat * pipe.scheduler.init_noise_sigma, guidance, steps,
                       progress=False)
-        frames.extend(latents_to_pil(pipe.vae, out))
+        for one in out.split(1):  # decode one at a time: the VAE decoder is the memory peak at 512 px
+            frames.extend(latents_to_pil(pipe.vae, one))
     return frames
