@@ -101,3 +101,8 @@ def test_frame_changes():
     expected = (16 / 64) * np.mean([220, 180, 20]) / 255
     np.testing.assert_allclose(ch, expected)
     assert frame_changes([frames()[0], frames()[0]])[0] == 0
+
+
+def test_read_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no video file named 'nothing.mp4'"):
+        read_video(tmp_path / "nothing.mp4")
