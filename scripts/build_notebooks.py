@@ -174,7 +174,7 @@ def write_index(entries: list[tuple[str, str, str]], out: Path) -> Path:
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sdcourse: executed notebooks</title>"
         "<style>body{font-family:sans-serif;max-width:44em;margin:2em auto;line-height:1.6}</style></head>\n"
         f"<body><h1>Stable Diffusion from the outside in</h1>\n<p>The course's notebooks, executed by "
-        f"scripts/build_notebooks.py.</p>\n<ol>\n{rows}\n</ol></body></html>\n")
+        f"scripts/build_notebooks.py.</p>\n<ul>\n{rows}\n</ul></body></html>\n")
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
@@ -231,7 +231,8 @@ def main(argv=None) -> int:
 
     if not args.inplace:
         index = write_index(entries, args.out)
-        print(f"build_notebooks: executed notebooks and HTML pages are in {args.out}/; open {index}")
+        print(f"build_notebooks: executed notebooks and HTML pages are in {args.out.resolve()}/; "
+              f"open {index.resolve()}")
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if failures else 0

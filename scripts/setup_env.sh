@@ -13,6 +13,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+START=$SECONDS
 cd "$ROOT"
 VENV="${SDCOURSE_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
@@ -58,4 +59,4 @@ echo "setup: installing $NO_DEPS without its dependencies"
 
 installed || { echo "setup: the installation is incomplete; see pip's messages above" >&2; exit 1; }
 echo "$WANT" > "$STAMP"
-echo "setup: done ($("$PY" -c 'import torch, diffusers, transformers; print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}")' 2>/dev/null))"
+echo "setup: done in $((SECONDS - START)) s ($("$PY" -c 'import torch, diffusers, transformers; print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}")' 2>/dev/null))"
