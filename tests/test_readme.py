@@ -37,3 +37,15 @@ def test_the_two_commands_exist_and_ci_runs_the_test_command():
 def test_mentioned_files_exist():
     for path in re.findall(r"`((?:scripts|tests|sdcourse|\.ci)/[\w./-]+)`", README):
         assert (ROOT / path).exists(), path
+
+
+def test_every_notebook_is_in_the_table():
+    linked = set(re.findall(r"\]\((notebooks/\d\d_[\w]+\.ipynb)\)", README))
+    existing = {f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert existing <= linked, f"notebooks missing from the README table: {sorted(existing - linked)}"
+
+
+def test_every_module_is_in_the_package_table():
+    listed = set(re.findall(r"^\| `sdcourse/(\w+\.py)` \|", README, re.M))
+    modules = {p.name for p in (ROOT / "sdcourse").glob("*.py") if p.name != "__init__.py"}
+    assert modules <= listed, f"modules missing from the README's package table: {sorted(modules - listed)}"
