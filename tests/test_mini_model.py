@@ -1,0 +1,75 @@
+"""The shipped mini model: its folder, its size, its measured scaling factor, and a small evaluation.
+
+The small evaluation is the CI version of ``python -m sdcourse.evaluate``: if the weights or
+their loading break, the pictures stop matching their captions and this fails.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sdcourse import evaluate as ev
+from sdcourse import shapes
+
+MINI = Path(__file__).resolve().parents[1] / "sdcourse" / "mini_model"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from diffusers import StableDiffusionPipeline
+
+    p = StableDiffusionPipeline.from_pretrained(MINI, torch_dtype=torch.float32, safety_checker=None)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_folder_layout():
+    index = json.loads((MINI / "model_index.json").read_text())
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
+    assert index["tokenizer"] == ["transformers", "CLIPTokenizer"]
+    for sub in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        assert (MINI / "tokenizer" / sub).exists()
+    assert json.loads((MINI / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == 77
+
+
+def test_weights_are_small():
+    total = sum(f.stat().st_size for f in MINI.rglob("*.safetensors"))
+    assert total <= 40 * 2**20, f"{total / 2**20:.1f} MiB of weights"
+
+
+def test_same_classes_and_schedule_as_sd(pipe):
+    assert pipe.vae.config.latent_channels == 4 and pipe.vae_scale_factor == 8
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    cfg = pipe.scheduler.config
+    assert (cfg.beta_schedule, cfg.beta_start, cfg.beta_end, cfg.num_train_timesteps, cfg.prediction_type) == (
+        "scaled_linear", 0.00085, 0.012, 1000, "epsilon")
+
+
+def test_scaling_factor_is_measured(pipe):
+    """Scaled latents of the training pictures have (about) unit standard deviation, as SD's 0.18215 gives."""
+    from sdcourse.train import scenes_tensor
+
+    with torch.no_grad():
+        x = scenes_tensor(shapes.all_scenes()[::7])
+        latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+    assert pipe.vae.config.scaling_factor != 0.18215
+    assert 0.9 < latents.std().item() < 1.1
+
+
+def test_small_evaluation(pipe):
+    """16 held-out captions at guidance 1.0, where the shipped weights do best (see the model card):
+    colour and background far above chance (1 in 8), pictures mostly flat. Random or broken
+    weights score near chance and fail."""
+    pairs = ev.heldout_prompts(16, seed=7)
+    images = ev.generate(pipe, [c for _, c in pairs], guidance=1.0, steps=20, progress=False)
+    readings = [ev.read_picture(im) for im in images]
+    scores = [ev.score(r, s) for r, (s, _) in zip(readings, pairs)]
+    acc = {k: np.mean([sc[k] for sc in scores]) for k in ("colour", "background", "shape")}
+    purity = np.mean([r.purity for r in readings])
+    print("small evaluation:", {k: f"{v:.0%}" for k, v in acc.items()}, f"purity {purity:.0%}")
+    assert acc["colour"] >= 0.4 and acc["background"] >= 0.5 and acc["shape"] >= 0.34, acc
+    assert purity >= 0.6
