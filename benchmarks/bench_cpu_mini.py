@@ -120,11 +120,12 @@ def time_notebooks() -> dict:
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if not script.is_file() or not notebooks:
         return {"skipped": "scripts/build_notebooks.py or notebooks/NN_*.ipynb not found"}
-    per_notebook = {}
+    per_notebook, beside = {}, set()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     start_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for nb in notebooks:
+            beside.update(machine_info("cpu")["concurrent_jobs"])  # someone else's runs slow these down
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, str(script), "--out", tmp, str(nb)], cwd=ROOT, env=env,
                                   capture_output=True, text=True)
@@ -132,7 +133,8 @@ def time_notebooks() -> dict:
             if proc.returncode:
                 per_notebook[nb.name] = f"failed ({per_notebook[nb.name]} s): {proc.stderr.strip()[-200:]}"
             print(nb.name, per_notebook[nb.name], flush=True)
-    return {"total_s": round(time.perf_counter() - start_all, 1), "per_notebook_s": per_notebook}
+    return {"total_s": round(time.perf_counter() - start_all, 1), "per_notebook_s": per_notebook,
+            "concurrent_jobs": sorted(beside), "load_average_1min_at_end": round(os.getloadavg()[0], 2)}
 
 
 def to_markdown(data: dict) -> str:
@@ -180,7 +182,11 @@ def to_markdown(data: dict) -> str:
     elif "skipped" in nb:
         lines.append(f"Skipped: {nb['skipped']}.")
     else:
-        lines.append(f"Total wall time: **{nb['total_s']} s** for {len(nb['per_notebook_s'])} notebooks.")
+        lines.append(f"Total wall time: **{nb['total_s']} s** for {len(nb['per_notebook_s'])} notebooks "
+                     "(each in a fresh kernel, kernel start included).")
+        if "concurrent_jobs" in nb:
+            lines.append(f"Heavy jobs seen beside the notebook runs: {', '.join(nb['concurrent_jobs']) or 'none'}; "
+                         f"1-minute load average at the end: {nb['load_average_1min_at_end']}.")
         lines += ["", markdown_table([{"notebook": k, "seconds": v} for k, v in nb["per_notebook_s"].items()],
                                      ["notebook", "seconds"])]
     return "\n".join(lines)

@@ -8,6 +8,8 @@ it all once, before the loop:
 
 * ``lms_coefficients`` integrates the K-LMS weights for every step (Euler is the
   same formula with order 1: its single weight is ``sigma[i+1] - sigma[i]``);
+* the per-step arithmetic is written in the same order as diffusers' schedulers,
+  so on a CPU the result equals the plain loop bit for bit;
 * the sigmas, input scales, timesteps and weights become tensors on the device,
   so the loop never waits for the CPU;
 * ``UNetRunner`` runs the UNet eagerly, through ``torch.compile``, and/or replays
@@ -31,10 +33,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from diffusers import EulerDiscreteScheduler, LMSDiscreteScheduler
-from scipy import integrate
 
 from .loop import check_guidance, check_steps
 from .seeds import make_generator
@@ -55,40 +55,34 @@ def _scheduler_spec(name) -> tuple[type, int]:
     return FAST_SCHEDULERS[name]
 
 
-def lms_coefficients(sigmas, order: int = 4) -> torch.Tensor:
-    """K-LMS weights for every step, integrated once (float64, shape ``[steps, order]``).
+def lms_coefficients(scheduler, order: int = 4) -> torch.Tensor:
+    """K-LMS weights for every step of ``scheduler``, computed once (float64, shape ``[steps, order]``).
 
-    ``sigmas`` are the scheduler's noise levels with the final 0 appended
-    (``len(sigmas) = steps + 1``).  Row ``i`` holds the weights of the
-    derivatives of steps ``i, i-1, i-2, ...``: the Lagrange polynomial through the
-    last ``min(i + 1, order)`` sigmas, integrated from ``sigma[i]`` to
-    ``sigma[i+1]`` with ``scipy.integrate.quad``, exactly as diffusers'
-    ``LMSDiscreteScheduler.get_lms_coefficient`` does inside every step.
+    ``scheduler`` is an ``LMSDiscreteScheduler`` after ``set_timesteps``.  Row ``i``
+    holds the weights of the derivatives of steps ``i, i-1, i-2, ...``: the
+    Lagrange polynomial through the last ``min(i + 1, order)`` sigmas, integrated
+    from ``sigma[i]`` to ``sigma[i+1]`` with ``scipy.integrate.quad``.  diffusers'
+    public ``scheduler.get_lms_coefficient`` does that integration; its ``step``
+    calls it again at every step of every picture, here it runs once per
+    (step, weight) before the loop, so the loop only multiplies and adds.
     Unused weights (the first steps have no history yet) are 0.
-    With ``order=1`` the only weight is ``sigma[i+1] - sigma[i]``: the Euler step.
 
-    >>> lms_coefficients([2.0, 1.0, 0.0], order=1).tolist()
-    [[-1.0], [-1.0]]
+    >>> sched = LMSDiscreteScheduler.from_config(pipe.scheduler.config); sched.set_timesteps(20)
+    >>> lms_coefficients(sched).shape
+    torch.Size([20, 4])
     """
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"order must be a whole number >= 1, got {order!r}.")
-    s = np.asarray(torch.as_tensor(sigmas, dtype=torch.float64).cpu(), dtype=np.float64)
-    if s.ndim != 1 or len(s) < 2:
-        raise ValueError(f"sigmas must be a 1-D list of at least 2 noise levels, got shape {s.shape}.")
-    steps = len(s) - 1
-    coeffs = np.zeros((steps, order), dtype=np.float64)
+    if not isinstance(scheduler, LMSDiscreteScheduler):
+        raise ValueError("lms_coefficients needs an LMSDiscreteScheduler after set_timesteps(steps), got "
+                         f"{type(scheduler).__name__}.")
+    steps = len(scheduler.timesteps)
+    coeffs = torch.zeros(steps, order, dtype=torch.float64)
     for i in range(steps):
         n = min(i + 1, order)
         for j in range(n):
-            def lagrange(tau, i=i, j=j, n=n):
-                prod = 1.0
-                for k in range(n):
-                    if k != j:
-                        prod *= (tau - s[i - k]) / (s[i - j] - s[i - k])
-                return prod
-
-            coeffs[i, j] = integrate.quad(lagrange, s[i], s[i + 1], epsrel=1e-4)[0]
-    return torch.from_numpy(coeffs)
+            coeffs[i, j] = scheduler.get_lms_coefficient(n, i, j)
+    return coeffs
 
 
 class UNetRunner:
@@ -237,12 +231,17 @@ class FastLoop:
         # --- everything the scheduler would recompute per step, computed once ---
         sched = cls.from_config(config)
         sched.set_timesteps(steps)
-        sigmas = sched.sigmas.to(torch.float64)                        # [steps + 1], last is 0
+        sigmas = sched.sigmas                                          # float32, [steps + 1], last is 0
         self.init_noise_sigma = float(sched.init_noise_sigma)
         self.timesteps = sched.timesteps.to(self.device, torch.float32)  # what the UNet sees
-        self.sigmas = sigmas.to(self.device, torch.float32)
-        self.in_scale = (1.0 / (sigmas ** 2 + 1).sqrt()).to(self.device, torch.float32)
-        self.coeffs = lms_coefficients(sigmas, order).to(self.device, torch.float32)  # [steps, order]
+        self.sigmas = sigmas.to(self.device)
+        # the input scale of every step, with the scheduler's own float32 expression
+        self.in_denom = torch.stack([(s**2 + 1) ** 0.5 for s in sigmas[:-1]]).to(self.device)
+        if order == 1:  # Euler: the integral of 1 from sigma[i] to sigma[i+1]
+            coeffs = (sigmas[1:] - sigmas[:-1])[:, None]
+        else:
+            coeffs = lms_coefficients(sched, order)
+        self.coeffs = coeffs.to(self.device, torch.float32)            # [steps, order]
 
         self.unet = unet
         self._runner_options = dict(channels_last=channels_last, compile=compile,
@@ -291,16 +290,17 @@ class FastLoop:
             raise ValueError(f"noise must have shape {self.latent_shape}, got {tuple(noise.shape)}.")
         runner = self._get_runner(emb.shape[1])
         x = noise.to(self.device, torch.float32) * self.init_noise_sigma
-        history = torch.zeros((self.order, *self.latent_shape), device=self.device)  # newest first
+        history: list[torch.Tensor] = []  # derivatives of the last `order` steps, oldest first
         g = self.guidance_scale
         with torch.no_grad():
             for i in range(self.steps):
-                x_in = torch.cat([x, x]) * self.in_scale[i]
+                x_in = torch.cat([x, x]) / self.in_denom[i]
                 eps_u, eps_c = runner(x_in, self.timesteps[i], emb).float().chunk(2)
-                eps = eps_u + g * (eps_c - eps_u)       # = dx/dsigma for an epsilon-predicting model
-                if self.order > 1:
-                    history = torch.cat([eps[None], history[:-1]])
-                    x = x + torch.tensordot(self.coeffs[i], history, dims=1)
-                else:
-                    x = x + self.coeffs[i, 0] * eps
+                eps = eps_u + g * (eps_c - eps_u)
+                sigma = self.sigmas[i]
+                x0 = x - sigma * eps                  # predicted clean latents
+                history.append((x - x0) / sigma)      # dx/dsigma (= eps, up to rounding)
+                if len(history) > self.order:
+                    history.pop(0)
+                x = x + sum(self.coeffs[i, j] * d for j, d in enumerate(reversed(history)))
         return x

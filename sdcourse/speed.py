@@ -93,8 +93,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+_KNOWN_JOBS = [
+    ("sdcourse.train", "sdcourse.train (mini model training)"),
+    ("build_notebooks.py", "notebook execution (scripts/build_notebooks.py)"),
+    ("pytest", "a pytest run"),
+    ("ipykernel_launcher", "a Jupyter kernel"),
+]
+
+
 def _other_jobs() -> list[str]:
-    """Names of known heavy jobs running beside the benchmark (the mini model's training)."""
+    """Known heavy jobs running beside the benchmark (training, notebook runs, test runs)."""
     found = []
     for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -104,8 +112,9 @@ def _other_jobs() -> list[str]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "sdcourse.train" in cmd:
-            found.append("sdcourse.train (mini model training)")
+        for pattern, label in _KNOWN_JOBS:
+            if pattern in cmd:
+                found.append(label)
     return sorted(set(found))
 
 
