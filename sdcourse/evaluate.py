@@ -139,13 +139,20 @@ def short_prompts(n: int = 48, seed: int = 0) -> list[tuple[str, str, str]]:
     return out
 
 
-def generate(pipe, prompts: list[str], guidance: float, steps: int = 20, seed: int = 0, batch: int = 25, progress: bool = True):
-    """Pictures for ``prompts`` (K-LMS, the pipeline's native size); prompt i uses seed ``seed + i``."""
+SAMPLERS = ("klms", "ddim", "euler")
+
+
+def generate(pipe, prompts: list[str], guidance: float, steps: int = 20, seed: int = 0, batch: int = 25,
+             progress: bool = True, sampler: str = "klms"):
+    """Pictures for ``prompts`` (the pipeline's native size); prompt i uses seed ``seed + i``."""
     import torch
-    from diffusers import LMSDiscreteScheduler
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, LMSDiscreteScheduler
     from tqdm.auto import tqdm
 
-    pipe.scheduler = LMSDiscreteScheduler.from_config(pipe.scheduler.config)
+    classes = dict(zip(SAMPLERS, (LMSDiscreteScheduler, DDIMScheduler, EulerDiscreteScheduler)))
+    if sampler not in classes:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    pipe.scheduler = classes[sampler].from_config(pipe.scheduler.config)
     images = []
     for i in tqdm(range(0, len(prompts), batch), desc=f"guidance {guidance}", disable=not progress):
         chunk = prompts[i : i + batch]
@@ -154,7 +161,8 @@ def generate(pipe, prompts: list[str], guidance: float, steps: int = 20, seed: i
     return images
 
 
-def evaluate(pipe, n: int = 200, steps: int = 20, guidances=(7.5, 1.0), n_short: int = 48, progress: bool = True) -> dict:
+def evaluate(pipe, n: int = 200, steps: int = 20, guidances=(7.5, 1.0), n_short: int = 48, progress: bool = True,
+             sampler: str = "klms") -> dict:
     """Per-attribute accuracy, palette purity and short-prompt accuracy for each guidance scale."""
     pipe.set_progress_bar_config(disable=True)
     pairs = heldout_prompts(n)
@@ -162,12 +170,12 @@ def evaluate(pipe, n: int = 200, steps: int = 20, guidances=(7.5, 1.0), n_short:
     results = {}
     for g in guidances:
         t0 = time.time()
-        images = generate(pipe, [c for _, c in pairs], g, steps, progress=progress)
+        images = generate(pipe, [c for _, c in pairs], g, steps, progress=progress, sampler=sampler)
         readings = [read_picture(im) for im in images]
         scores = [score(r, s) for r, (s, _) in zip(readings, pairs)]
         row = {k: float(np.mean([sc[k] for sc in scores])) for k in shapes.ATTRIBUTES}
         row["palette_purity"] = float(np.mean([r.purity for r in readings]))
-        short_imgs = generate(pipe, [c for _, _, c in shorts], g, steps, seed=10_000, progress=progress) if n_short else []
+        short_imgs = generate(pipe, [c for _, _, c in shorts], g, steps, seed=10_000, progress=progress, sampler=sampler) if n_short else []
         short_read = [read_picture(im) for im in short_imgs]
         row["short_prompt"] = float(np.mean([r.colour == c and r.shape == s for r, (c, s, _) in zip(short_read, shorts)])) if n_short else float("nan")
         row["seconds"] = round(time.time() - t0, 1)
@@ -228,6 +236,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--short", type=int, default=48, help="short prompts such as 'a red circle'")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--sampler", default="klms", choices=SAMPLERS)
     ap.add_argument("--guidance", type=float, nargs="+", default=[7.5, 1.0])
     ap.add_argument("--grid", type=Path, default=None, help="write a captioned sample grid (guidance 7.5) here")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
@@ -237,8 +246,8 @@ def main(argv=None):
 
     folder = Path(__file__).parent / "mini_model" if args.model == "mini" else Path(args.model)
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None)
-    results = evaluate(pipe, args.n, args.steps, tuple(args.guidance), args.short)
-    print(f"{args.n} held-out captions, {args.short} short prompts, K-LMS {args.steps} steps, CPU threads {torch.get_num_threads()}")
+    results = evaluate(pipe, args.n, args.steps, tuple(args.guidance), args.short, sampler=args.sampler)
+    print(f"{args.n} held-out captions, {args.short} short prompts, {args.sampler} {args.steps} steps, CPU threads {torch.get_num_threads()}")
     print(format_table(results))
     if 7.5 in results:
         print("\n".join(check_targets(results)))

@@ -53,3 +53,8 @@ def test_heldout_prompts_are_unseen_and_seeded():
 def test_caption_grid_checks_lengths():
     with pytest.raises(ValueError, match="as many captions as pictures"):
         ev.caption_grid([Image.new("RGB", (64, 64))], [])
+
+
+def test_unknown_sampler():
+    with pytest.raises(ValueError, match="unknown sampler 'plms'"):
+        ev.generate(None, ["a red circle"], guidance=1.0, sampler="plms")
