@@ -260,7 +260,7 @@ def train_unet(out: Path, vae_scaling, mean, std, steps: int, batch: int, lr: fl
 # ----------------------------------------------------------------- export
 def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.float16):
     """Save a diffusers folder that StableDiffusionPipeline.from_pretrained reads (safetensors)."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     folder = Path(folder)
@@ -270,12 +270,12 @@ def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.fl
     sched_cfg = {k: v for k, v in mini_arch.SCHEDULER_CONFIG.items() if k != "_class_name"}
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=PNDMScheduler.from_config(sched_cfg), safety_checker=None, feature_extractor=None,
+        scheduler=DDIMScheduler.from_config(sched_cfg), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.to(dtype=dtype)
     pipe.save_pretrained(folder, safe_serialization=True)
-    # Write the scheduler config in full: PNDM ignores clip_sample, but DDIM.from_config reads it
+    # Write the scheduler config in full, with every field pinned: DDIM reads clip_sample
     # (its default, True, would clip latents to [-1, 1]).
     import shutil
 
