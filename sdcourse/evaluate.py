@@ -146,13 +146,13 @@ def generate(pipe, prompts: list[str], guidance: float, steps: int = 20, seed: i
              progress: bool = True, sampler: str = "klms"):
     """Pictures for ``prompts`` (the pipeline's native size); prompt i uses seed ``seed + i``."""
     import torch
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler, LMSDiscreteScheduler
     from tqdm.auto import tqdm
 
-    classes = dict(zip(SAMPLERS, (LMSDiscreteScheduler, DDIMScheduler, EulerDiscreteScheduler)))
-    if sampler not in classes:
+    from .schedulers import set_scheduler
+
+    if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    pipe.scheduler = classes[sampler].from_config(pipe.scheduler.config)
+    set_scheduler(pipe, sampler)
     images = []
     for i in tqdm(range(0, len(prompts), batch), desc=f"guidance {guidance}", disable=not progress):
         chunk = prompts[i : i + batch]
@@ -242,10 +242,10 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = ap.parse_args(argv)
     import torch
-    from diffusers import StableDiffusionPipeline
 
-    folder = Path(__file__).parent / "mini_model" if args.model == "mini" else Path(args.model)
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None)
+    from .loader import load_pipeline
+
+    pipe = load_pipeline(args.model, device="cpu", dtype=torch.float32)
     results = evaluate(pipe, args.n, args.steps, tuple(args.guidance), args.short, sampler=args.sampler)
     print(f"{args.n} held-out captions, {args.short} short prompts, {args.sampler} {args.steps} steps, CPU threads {torch.get_num_threads()}")
     print(format_table(results))

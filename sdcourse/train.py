@@ -70,6 +70,23 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def resume(ckpt: Path, model, opt, steps: int, what: str, out: Path, device: str) -> int:
+    """Load ``model`` and ``opt`` from ``ckpt`` if it exists; return the step to go on from (``steps`` when done)."""
+    if not ckpt.exists():
+        return 0
+    state = torch.load(ckpt, map_location=device)
+    model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+    start = state["step"]
+    log(f"{what} already trained ({start} steps)" if start >= steps else f"{what}: resuming at step {start}", out)
+    return start
+
+
+@torch.no_grad()
+def vae_psnr(vae, pictures: torch.Tensor) -> float:
+    """PSNR of the VAE's round trip (posterior mode) on ``pictures``."""
+    return psnr(vae.decode(vae.encode(pictures).latent_dist.mode()).sample, pictures)
+
+
 # ---------------------------------------------------------------- stage 1: VAE
 def train_vae(out: Path, steps: int, batch: int, seed: int, device: str):
     from diffusers import AutoencoderKL
@@ -77,15 +94,9 @@ def train_vae(out: Path, steps: int, batch: int, seed: int, device: str):
     ckpt = out / "vae.pt"
     vae = AutoencoderKL(**mini_arch.VAE_CONFIG).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
-    start = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device)
-        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
-        start = state["step"]
-        if start >= steps:
-            log(f"VAE already trained ({start} steps)", out)
-            return vae.eval()
-        log(f"VAE: resuming at step {start}", out)
+    start = resume(ckpt, vae, opt, steps, "VAE", out, device)
+    if start >= steps:
+        return vae.eval()
     all_scenes = shapes.all_scenes()
     held = scenes_tensor(all_scenes[::97]).to(device)
     rng = random.Random(seed + start)
@@ -104,8 +115,7 @@ def train_vae(out: Path, steps: int, batch: int, seed: int, device: str):
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            with torch.no_grad():
-                p = psnr(vae.decode(vae.encode(held).latent_dist.mode()).sample, held)
+            p = vae_psnr(vae, held)
             rate = (step + 1 - start) / (time.time() - t0)
             log(f"VAE step {step + 1}/{steps} loss {loss.item():.4f} kl {kl.item():.3f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
             save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
@@ -119,15 +129,9 @@ def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: 
     ckpt = out / "decoder.pt"
     dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(dec_params, lr=5e-4, weight_decay=0.0)
-    start = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device)
-        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
-        start = state["step"]
-        if start >= steps:
-            log(f"decoder already fine-tuned ({start} steps)", out)
-            return vae.eval()
-        log(f"decoder: resuming at step {start}", out)
+    start = resume(ckpt, vae, opt, steps, "decoder", out, device)
+    if start >= steps:
+        return vae.eval()
     for p in vae.parameters():
         p.requires_grad_(False)
     for p in dec_params:
@@ -150,8 +154,7 @@ def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: 
         torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
         opt.step()
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            with torch.no_grad():
-                p = psnr(vae.decode(vae.encode(held).latent_dist.mode()).sample, held)
+            p = vae_psnr(vae, held)
             rate = (step + 1 - start) / (time.time() - t0)
             log(f"decoder step {step + 1}/{steps} loss {loss.item():.4f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
             save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)

@@ -3,19 +3,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
-import sdcourse
 from sdcourse.animation import animate, prompt_schedule, schedule, transform
 from sdcourse.course_data import load_picture
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def dot_picture():

@@ -3,20 +3,12 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, LMSDiscreteScheduler
 
-import sdcourse
 from sdcourse.fast_loop import FAST_SCHEDULERS, FastLoop, UNetRunner, lms_coefficients
 from sdcourse.loop import encode_prompt, generate
 
 PROMPTS = ["a small red circle in the center on a black background",
            "a large blue square in the top left on a white background"]
 STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,6 @@ PROMPT = "a large yellow square in the center on a black background"
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
 def picture():
     return load_picture("scene", 64)
 

@@ -107,16 +107,7 @@ def test_path_and_loop():
         slerp_path(keys[:1], 4)
 
 
-# ---------------------------------------------------------------- render_frames (needs the mini model)
-@pytest.fixture(scope="module")
-def pipe():
-    import sdcourse
-
-    pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
+# ---------------------------------------------------------------- render_frames (needs the mini model: conftest's pipe)
 def test_render_frames_first_frame_is_the_seed_picture(pipe):
     import numpy as np
 

@@ -10,7 +10,6 @@ from diffusers import (
     PNDMScheduler,
 )
 
-import sdcourse
 from sdcourse.loop import (
     check_guidance,
     check_steps,
@@ -23,13 +22,6 @@ from sdcourse.loop import (
 
 PROMPTS = ["a red circle on a blue background", "a small green square in the top left"]
 STEPS = 8
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def pipeline_latents(pipe, scheduler_cls, prompt, seed, steps, guidance, **kwargs):

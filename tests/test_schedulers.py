@@ -23,13 +23,6 @@ from sdcourse.schedulers import (
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
 def config():
     return PNDMScheduler.from_pretrained(sdcourse.MINI_MODEL_DIR, subfolder="scheduler").config
 
