@@ -11,6 +11,9 @@ Stages (each saves checkpoints in ``--out`` and resumes from them when rerun):
    latents of every scene, so scaled latents have unit variance, as SD's 0.18215 does.
 1b. **Decoder**: the encoder is frozen and the decoder alone is fine-tuned (sharper edges).
 2. **Latent cache**: the posterior mean and std of all 1,680 scenes, computed once.
+2b. **Robust decoder**: the decoder is fine-tuned again on latents with Gaussian noise added
+   (up to 0.3 in scaled units), so that the UNet's slightly-off latents still decode to flat
+   colours and sharp corners. The encoder, and so the UNet's training data, do not change.
 3. **Text encoder + UNet**, trained together on the denoising loss of SD (epsilon
    prediction, scaled_linear schedule over 1000 steps) with
    * caption dropout (10% empty captions) so classifier-free guidance works,
@@ -18,6 +21,10 @@ Stages (each saves checkpoints in ``--out`` and resumes from them when rerun):
    * offset noise (0.1 x a per-sample, per-channel constant) so the flat background
      colour can be learnt despite the signal SD's schedule leaves at t = 999,
    * min-SNR-5 loss weighting and an EMA of the weights, which is what is exported.
+4. **Decoder polish**: the trained UNet draws 2,048 pictures from *training* captions (DDIM, 20 steps,
+   guidance 1, 3, 5 and 7.5 in turn); those whose colour, background, position and size already match
+   the caption are kept, and the decoder is fine-tuned to turn those latents into the caption's clean
+   render (half of each batch; the other half as in 2b).
 """
 from __future__ import annotations
 
@@ -122,14 +129,20 @@ def train_vae(out: Path, steps: int, batch: int, seed: int, device: str):
     return vae.eval()
 
 
-def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: str):
+def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: str,
+                     latent_noise: float = 0.0, scaling: float = 1.0, name: str = "decoder", lr: float = 5e-4):
     """Stage 1b: freeze the encoder (so the latents, and everything the UNet learns, stay put) and
     sharpen the decoder alone. Joint training leaves a blurry decoder (edges smeared into rings);
-    the decoder alone, with its encoder fixed, learns much sharper pictures quickly."""
-    ckpt = out / "decoder.pt"
+    the decoder alone, with its encoder fixed, learns much sharper pictures quickly.
+
+    Stage 2b calls it again with ``latent_noise`` > 0: each latent gets Gaussian noise of a random
+    strength up to ``latent_noise`` (in scaled-latent units, ``scaling`` converts), and the decoder
+    learns to draw the clean picture anyway. The UNet's latents are never exactly on the encoder's
+    manifold; a decoder that forgives small errors draws flat colours and sharp corners from them."""
+    ckpt = out / f"{name}.pt"
     dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    opt = torch.optim.AdamW(dec_params, lr=5e-4, weight_decay=0.0)
-    start = resume(ckpt, vae, opt, steps, "decoder", out, device)
+    opt = torch.optim.AdamW(dec_params, lr=lr, weight_decay=0.0)
+    start = resume(ckpt, vae, opt, steps, name, out, device)
     if start >= steps:
         return vae.eval()
     for p in vae.parameters():
@@ -143,10 +156,13 @@ def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: 
     t0 = time.time()
     for step in range(start, steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, 5e-4, 50)
+            g["lr"] = lr_at(step, steps, lr, 50)
         x = scenes_tensor(rng.choices(all_scenes, k=batch)).to(device)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
+            if latent_noise:
+                strength = torch.rand(batch, 1, 1, 1, device=device) * latent_noise / scaling
+                z = z + strength * torch.randn_like(z)
         rec = vae.decode(z).sample
         loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
         opt.zero_grad(set_to_none=True)
@@ -156,7 +172,7 @@ def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: 
         if (step + 1) % 100 == 0 or step + 1 == steps:
             p = vae_psnr(vae, held)
             rate = (step + 1 - start) / (time.time() - t0)
-            log(f"decoder step {step + 1}/{steps} loss {loss.item():.4f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
+            log(f"{name} step {step + 1}/{steps} loss {loss.item():.4f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
             save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
     for p in vae.parameters():
         p.requires_grad_(False)
@@ -260,6 +276,100 @@ def train_unet(out: Path, vae_scaling, mean, std, steps: int, batch: int, lr: fl
     return text_encoder.eval(), unet.eval()
 
 
+# ------------------------------------------------ stage 4: decoder on the UNet's latents
+@torch.no_grad()
+def generated_latents(out: Path, vae, text_encoder, unet, n: int, seed: int, device: str, scaling: float, batch: int = 64):
+    """Latents that the trained UNet itself draws (DDIM, 20 steps) for ``n`` training captions, at
+    guidance scales 1, 3, 5 and 7.5 in turn, kept where the current decoder's picture already shows the
+    caption's colour, background, position and size (so that the caption's render is a fair target).
+    Held-out scenes are never used. Cached in ``out / "generated_latents.pt"``."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    from . import evaluate
+
+    cache = out / "generated_latents.pt"
+    if cache.exists():
+        state = torch.load(cache, map_location=device)
+        if state["n"] == n:
+            return state["latents"], state["scene_index"]
+    sched_cfg = {k: v for k, v in mini_arch.SCHEDULER_CONFIG.items() if k != "_class_name"}
+    vae.register_to_config(scaling_factor=float(round(scaling, 5)))  # the pipeline scales latents by it
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, unet=unet, tokenizer=CLIPTokenizer.from_pretrained(MINI_MODEL_DIR / "tokenizer"),
+        scheduler=DDIMScheduler.from_config(sched_cfg), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    all_scenes = shapes.all_scenes()
+    train_scenes = set(shapes.split_scenes()[0])
+    train_idx = [i for i, s in enumerate(all_scenes) if s in train_scenes]
+    rng = random.Random(seed + 11)
+    idx = rng.choices(train_idx, k=n)
+    kept_lat, kept_idx, t0 = [], [], time.time()
+    for b in range(0, n, batch):
+        chunk = idx[b : b + batch]
+        guidance = (1.0, 3.0, 5.0, 7.5)[(b // batch) % 4]
+        gen = [torch.Generator("cpu").manual_seed(seed * 100_000 + b + j) for j in range(len(chunk))]
+        lat = pipe([all_scenes[i].caption() for i in chunk], num_inference_steps=20, guidance_scale=guidance,
+                   generator=gen, output_type="latent").images
+        pics = ((vae.decode(lat / vae.config.scaling_factor).sample.clamp(-1, 1) + 1) * 127.5).round().byte()
+        for z, pic, i in zip(lat, pics.permute(0, 2, 3, 1).cpu().numpy(), chunk):
+            ok = evaluate.score(evaluate.read_picture(pic), all_scenes[i])
+            if ok["colour"] and ok["background"] and ok["position"] and ok["size"]:
+                kept_lat.append(z / vae.config.scaling_factor), kept_idx.append(i)
+        log(f"generated latents: {b + len(chunk)}/{n} drawn, {len(kept_idx)} kept ({time.time() - t0:.0f} s)", out)
+    latents, scene_index = torch.stack(kept_lat), torch.tensor(kept_idx)
+    save_ckpt(cache, latents=latents, scene_index=scene_index, n=n)
+    return latents, scene_index
+
+
+def polish_decoder(out: Path, vae, latents: torch.Tensor, scene_index: torch.Tensor, steps: int, batch: int,
+                   seed: int, device: str, latent_noise: float, scaling: float):
+    """Stage 4: fine-tune the decoder on batches that are half the UNet's own latents (target: the
+    caption's clean render) and half the encoder's latents with noise (as in stage 2b), so that it
+    draws flat colours and straight edges from what the sampler actually produces and still
+    reconstructs encoded pictures."""
+    ckpt = out / "decoder_polish.pt"
+    dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(dec_params, lr=2e-4, weight_decay=0.0)
+    start = resume(ckpt, vae, opt, steps, "decoder_polish", out, device)
+    if start >= steps:
+        return vae.eval()
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    for p in dec_params:
+        p.requires_grad_(True)
+    all_scenes = shapes.all_scenes()
+    train_scenes = set(shapes.split_scenes()[0])
+    train_list = [s for s in all_scenes if s in train_scenes]
+    targets = scenes_tensor([all_scenes[i] for i in scene_index.tolist()]).to(device)
+    held = scenes_tensor(all_scenes[::97]).to(device)
+    rng = random.Random(seed + 13 + start)
+    torch.manual_seed(seed + 13 + start)
+    t0, half = time.time(), batch // 2
+    for step in range(start, steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, 2e-4, 50)
+        pick = torch.tensor(rng.choices(range(len(latents)), k=half))
+        x = scenes_tensor(rng.choices(train_list, k=batch - half)).to(device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+            z = z + torch.rand(len(z), 1, 1, 1, device=device) * latent_noise / scaling * torch.randn_like(z)
+        rec = vae.decode(torch.cat([latents[pick].to(device), z])).sample
+        target = torch.cat([targets[pick], x])
+        loss = F.mse_loss(rec, target) + F.l1_loss(rec, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
+        opt.step()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            p = vae_psnr(vae, held)
+            rate = (step + 1 - start) / (time.time() - t0)
+            log(f"decoder_polish step {step + 1}/{steps} loss {loss.item():.4f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
+            save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
+    return vae.eval()
+
+
 # ----------------------------------------------------------------- export
 def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.float16):
     """Save a diffusers folder that StableDiffusionPipeline.from_pretrained reads (safetensors)."""
@@ -301,9 +411,13 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
     ap.add_argument("--export", type=Path, default=MINI_MODEL_DIR, help="where the trained diffusers folder goes")
     ap.add_argument("--vae-steps", type=int, default=1500)
-    ap.add_argument("--unet-steps", type=int, default=4500)
+    ap.add_argument("--unet-steps", type=int, default=12000)
     ap.add_argument("--decoder-steps", type=int, default=1500)
-    ap.add_argument("--decoder-only", action="store_true", help="stop after the decoder fine-tuning (stage 1b)")
+    ap.add_argument("--robust-decoder-steps", type=int, default=2000, help="stage 2b: decoder fine-tuning on noisy latents (0: skip)")
+    ap.add_argument("--latent-noise", type=float, default=0.3, help="stage 2b's largest latent noise, in scaled-latent units")
+    ap.add_argument("--polish-steps", type=int, default=2000, help="stage 4: decoder fine-tuning on the UNet's own latents (0: skip)")
+    ap.add_argument("--polish-samples", type=int, default=2048, help="stage 4: pictures the UNet draws for it (training captions only)")
+    ap.add_argument("--decoder-only", action="store_true", help="stop after the decoder stages (1b and 2b)")
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=6e-4)
@@ -322,16 +436,27 @@ def main(argv=None):
         args.unet_steps = torch.load(args.out / "unet.pt", map_location="cpu")["step"]
         if (args.out / "decoder.pt").exists():
             args.decoder_steps = torch.load(args.out / "decoder.pt", map_location="cpu")["step"]
+        polish = args.out / "decoder_polish.pt"
+        args.polish_steps = torch.load(polish, map_location="cpu")["step"] if polish.exists() else 0
+        robust = args.out / "decoder_robust.pt"
+        args.robust_decoder_steps = torch.load(robust, map_location="cpu")["step"] if robust.exists() else 0
     vae = train_vae(args.out, args.vae_steps, args.vae_batch, args.seed, args.device)
     vae = finetune_decoder(args.out, vae, args.decoder_steps, args.vae_batch, args.seed, args.device)
-    if args.decoder_only:
-        return
     mean, std, scaling = latent_cache(vae, args.device)
     log(f"latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", args.out)
+    if args.robust_decoder_steps:
+        vae = finetune_decoder(args.out, vae, args.robust_decoder_steps, args.vae_batch, args.seed + 1, args.device,
+                               latent_noise=args.latent_noise, scaling=scaling, name="decoder_robust", lr=3e-4)
+    if args.decoder_only:
+        return
     text_encoder, unet = train_unet(args.out, scaling, mean, std, args.unet_steps, args.batch, args.lr, args.seed, args.device)
+    if args.polish_steps:
+        lat, scene_index = generated_latents(args.out, vae, text_encoder, unet, args.polish_samples, args.seed, args.device, scaling)
+        vae = polish_decoder(args.out, vae, lat, scene_index, args.polish_steps, args.vae_batch, args.seed, args.device,
+                             args.latent_noise, scaling)
     export(args.export, vae.cpu(), text_encoder.cpu(), unet.cpu(), scaling)
     minutes = (time.time() - t0) / 60
-    info = {"device": args.device, "threads": torch.get_num_threads(), "vae_steps": args.vae_steps, "decoder_steps": args.decoder_steps,
+    info = {"device": args.device, "threads": torch.get_num_threads(), "vae_steps": args.vae_steps, "decoder_steps": args.decoder_steps, "robust_decoder_steps": args.robust_decoder_steps, "polish_steps": args.polish_steps,
             "unet_steps": args.unet_steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
             "scaling_factor": scaling, "wall_minutes_this_run": round(minutes, 1), "torch": torch.__version__}
     (args.out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
