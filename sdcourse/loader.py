@@ -344,6 +344,19 @@ def _fallback(repo_id: str, reason: str, dtype: torch.dtype):
     return _from_folder(MINI_MODEL_DIR, dtype, mini=True)
 
 
+def is_mini_model(pipe) -> bool:
+    """True when ``pipe`` is the bundled mini model (however it was loaded), False for anything else.
+
+    Notebooks use it where the two models need different settings, for example K-LMS's guidance
+    scale in chapter 4 (the mini model's K-LMS pictures fall apart above guidance 3; see its model card).
+    """
+    name = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "")
+    try:
+        return bool(name) and Path(name).resolve() == MINI_MODEL_DIR
+    except (OSError, ValueError):
+        return False
+
+
 def load_pipeline(model: str | os.PathLike | None = None, device: str | torch.device | None = None,
                   dtype: str | torch.dtype | None = None, *, token: str | None = None):
     """Return a ready-to-use ``StableDiffusionPipeline`` on the chosen device.

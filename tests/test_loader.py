@@ -62,6 +62,14 @@ def test_local_folder_by_path(tmp_path):
     assert _is_mini(pipe)
     pipe = sdcourse.load_pipeline(str(copy))  # and a string
     assert pipe.unet.config.sample_size == 8
+    assert not sdcourse.is_mini_model(pipe)  # same weights, but another folder: not the bundled model
+
+
+def test_is_mini_model_however_loaded(monkeypatch):
+    assert sdcourse.is_mini_model(sdcourse.load_pipeline("mini", device="cpu"))
+    assert sdcourse.is_mini_model(sdcourse.load_pipeline(MINI_MODEL_DIR, device="cpu"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert sdcourse.is_mini_model(sdcourse.load_pipeline(device="cpu"))  # the offline fallback
 
 
 def test_generates_a_picture():
