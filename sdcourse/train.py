@@ -318,6 +318,9 @@ def generated_latents(out: Path, vae, text_encoder, unet, n: int, seed: int, dev
             if ok["colour"] and ok["background"] and ok["position"] and ok["size"]:
                 kept_lat.append(z / vae.config.scaling_factor), kept_idx.append(i)
         log(f"generated latents: {b + len(chunk)}/{n} drawn, {len(kept_idx)} kept ({time.time() - t0:.0f} s)", out)
+    if not kept_idx:
+        log("generated latents: no picture matched its caption, so there is nothing to polish on", out)
+        return None, None
     latents, scene_index = torch.stack(kept_lat), torch.tensor(kept_idx)
     save_ckpt(cache, latents=latents, scene_index=scene_index, n=n)
     return latents, scene_index
@@ -452,8 +455,11 @@ def main(argv=None):
     text_encoder, unet = train_unet(args.out, scaling, mean, std, args.unet_steps, args.batch, args.lr, args.seed, args.device)
     if args.polish_steps:
         lat, scene_index = generated_latents(args.out, vae, text_encoder, unet, args.polish_samples, args.seed, args.device, scaling)
-        vae = polish_decoder(args.out, vae, lat, scene_index, args.polish_steps, args.vae_batch, args.seed, args.device,
-                             args.latent_noise, scaling)
+        if lat is None:
+            args.polish_steps = 0
+        else:
+            vae = polish_decoder(args.out, vae, lat, scene_index, args.polish_steps, args.vae_batch, args.seed, args.device,
+                                 args.latent_noise, scaling)
     export(args.export, vae.cpu(), text_encoder.cpu(), unet.cpu(), scaling)
     minutes = (time.time() - t0) / 60
     info = {"device": args.device, "threads": torch.get_num_threads(), "vae_steps": args.vae_steps, "decoder_steps": args.decoder_steps, "robust_decoder_steps": args.robust_decoder_steps, "polish_steps": args.polish_steps,

@@ -1,0 +1,82 @@
+"""The training command: every stage runs, checkpoints are written and resumed, the export loads.
+
+A few steps of each stage on tiny batches (the real run takes hours; see the model card). Nothing here
+touches the shipped weights: the export goes to a temporary folder.
+"""
+import json
+
+import pytest
+import torch
+
+import sdcourse
+from sdcourse import shapes, train
+
+TINY = ["--vae-steps", "2", "--decoder-steps", "2", "--robust-decoder-steps", "2", "--unet-steps", "2",
+        "--polish-steps", "2", "--polish-samples", "4", "--vae-batch", "2", "--batch", "2"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out, export = tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("export") / "model"
+    train.main(["--out", str(out), "--export", str(export), *TINY])
+    return out, export
+
+
+def test_every_stage_leaves_a_checkpoint(run):
+    out, _ = run
+    for name in ("vae.pt", "decoder.pt", "decoder_robust.pt", "unet.pt"):
+        assert torch.load(out / name, map_location="cpu")["step"] == 2, name
+    info = json.loads((out / "train_info.json").read_text())
+    assert (info["vae_steps"], info["unet_steps"], info["seed"]) == (2, 2, 0)
+    # an untrained UNet draws nothing that matches its caption, so the polish is skipped and says so
+    log = (out / "train.log").read_text()
+    if "nothing to polish on" in log:
+        assert info["polish_steps"] == 0 and not (out / "decoder_polish.pt").exists()
+    else:
+        assert info["polish_steps"] == 2 and (out / "decoder_polish.pt").exists()
+
+
+def test_export_loads_as_a_pipeline_with_the_measured_scaling_factor(run):
+    out, export = run
+    info = json.loads((out / "train_info.json").read_text())
+    pipe = sdcourse.load_pipeline(export, device="cpu")
+    assert pipe.vae.config.scaling_factor == pytest.approx(info["scaling_factor"], abs=1e-5)
+    assert pipe.vae.config.scaling_factor != 0.18215
+    assert not sdcourse.is_mini_model(pipe)
+    image = pipe("a red circle", num_inference_steps=2, generator=sdcourse.make_generator(0)).images[0]
+    assert image.size == (64, 64)
+
+
+def test_rerun_resumes_instead_of_retraining(run):
+    out, export = run
+    before = torch.load(out / "unet.pt", map_location="cpu")["ema"]
+    train.main(["--out", str(out), "--export", str(export), *TINY])
+    log = (out / "train.log").read_text()
+    for stage in ("VAE", "decoder", "decoder_robust"):
+        assert f"{stage} already trained (2 steps)" in log, stage
+    assert "UNet: resuming at step 2" in log
+    after = torch.load(out / "unet.pt", map_location="cpu")
+    assert after["step"] == 2
+    assert len(before) == len(after["ema"])
+    assert all(torch.equal(a, b) for a, b in zip(before, after["ema"]))  # the exported (EMA) weights did not move
+
+
+def test_polish_decoder_trains_on_given_latents(tmp_path):
+    """Stage 4 on its own, with stand-in latents (the real ones come from a trained UNet)."""
+    from diffusers import AutoencoderKL
+
+    from sdcourse import mini_arch
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**mini_arch.VAE_CONFIG)
+    scenes = shapes.all_scenes()
+    index = torch.tensor([0, 5, 9])
+    with torch.no_grad():
+        latents = vae.encode(train.scenes_tensor([scenes[i] for i in index.tolist()])).latent_dist.mean
+    decoder_before = [p.clone() for p in vae.decoder.parameters()]
+    encoder_before = [p.clone() for p in vae.encoder.parameters()]
+    train.polish_decoder(tmp_path, vae, latents, index, steps=2, batch=2, seed=0, device="cpu",
+                         latent_noise=0.3, scaling=0.4)
+    assert torch.load(tmp_path / "decoder_polish.pt", map_location="cpu")["step"] == 2
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, vae.decoder.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, vae.encoder.parameters()))  # the encoder stays
