@@ -139,6 +139,24 @@ def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: 
     strength up to ``latent_noise`` (in scaled-latent units, ``scaling`` converts), and the decoder
     learns to draw the clean picture anyway. The UNet's latents are never exactly on the encoder's
     manifold; a decoder that forgives small errors draws flat colours and sharp corners from them."""
+    all_scenes = shapes.all_scenes()
+
+    def batch_of_latents(rng):
+        x = scenes_tensor(rng.choices(all_scenes, k=batch)).to(device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+            if latent_noise:
+                strength = torch.rand(batch, 1, 1, 1, device=device) * latent_noise / scaling
+                z = z + strength * torch.randn_like(z)
+        return z, x
+
+    return train_decoder(out, vae, name, steps, lr, seed + 7, device, batch_of_latents)
+
+
+def train_decoder(out: Path, vae, name: str, steps: int, lr: float, seed: int, device: str, make_batch):
+    """The loop that every decoder stage shares: only the decoder (and post_quant_conv) learns, from
+    ``make_batch(rng) -> (latents, target pictures)``, with MSE + L1, a warm-up and cosine learning rate,
+    checkpoints in ``out / f"{name}.pt"`` every 100 steps (resumed from when rerun)."""
     ckpt = out / f"{name}.pt"
     dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(dec_params, lr=lr, weight_decay=0.0)
@@ -149,22 +167,16 @@ def finetune_decoder(out: Path, vae, steps: int, batch: int, seed: int, device: 
         p.requires_grad_(False)
     for p in dec_params:
         p.requires_grad_(True)
-    all_scenes = shapes.all_scenes()
-    held = scenes_tensor(all_scenes[::97]).to(device)
-    rng = random.Random(seed + 7 + start)
-    torch.manual_seed(seed + 7 + start)
+    held = scenes_tensor(shapes.all_scenes()[::97]).to(device)
+    rng = random.Random(seed + start)
+    torch.manual_seed(seed + start)
     t0 = time.time()
     for step in range(start, steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, 50)
-        x = scenes_tensor(rng.choices(all_scenes, k=batch)).to(device)
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample()
-            if latent_noise:
-                strength = torch.rand(batch, 1, 1, 1, device=device) * latent_noise / scaling
-                z = z + strength * torch.randn_like(z)
+        z, target = make_batch(rng)
         rec = vae.decode(z).sample
-        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
+        loss = F.mse_loss(rec, target) + F.l1_loss(rec, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
@@ -332,45 +344,21 @@ def polish_decoder(out: Path, vae, latents: torch.Tensor, scene_index: torch.Ten
     caption's clean render) and half the encoder's latents with noise (as in stage 2b), so that it
     draws flat colours and straight edges from what the sampler actually produces and still
     reconstructs encoded pictures."""
-    ckpt = out / "decoder_polish.pt"
-    dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    opt = torch.optim.AdamW(dec_params, lr=2e-4, weight_decay=0.0)
-    start = resume(ckpt, vae, opt, steps, "decoder_polish", out, device)
-    if start >= steps:
-        return vae.eval()
-    for p in vae.parameters():
-        p.requires_grad_(False)
-    for p in dec_params:
-        p.requires_grad_(True)
     all_scenes = shapes.all_scenes()
     train_scenes = set(shapes.split_scenes()[0])
     train_list = [s for s in all_scenes if s in train_scenes]
     targets = scenes_tensor([all_scenes[i] for i in scene_index.tolist()]).to(device)
-    held = scenes_tensor(all_scenes[::97]).to(device)
-    rng = random.Random(seed + 13 + start)
-    torch.manual_seed(seed + 13 + start)
-    t0, half = time.time(), batch // 2
-    for step in range(start, steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, 2e-4, 50)
+    half = batch // 2
+
+    def half_generated_half_encoded(rng):
         pick = torch.tensor(rng.choices(range(len(latents)), k=half))
         x = scenes_tensor(rng.choices(train_list, k=batch - half)).to(device)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
             z = z + torch.rand(len(z), 1, 1, 1, device=device) * latent_noise / scaling * torch.randn_like(z)
-        rec = vae.decode(torch.cat([latents[pick].to(device), z])).sample
-        target = torch.cat([targets[pick], x])
-        loss = F.mse_loss(rec, target) + F.l1_loss(rec, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
-        opt.step()
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            p = vae_psnr(vae, held)
-            rate = (step + 1 - start) / (time.time() - t0)
-            log(f"decoder_polish step {step + 1}/{steps} loss {loss.item():.4f} PSNR {p:.1f} dB on 18 scenes ({rate:.2f} steps/s)", out)
-            save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
-    return vae.eval()
+        return torch.cat([latents[pick].to(device), z]), torch.cat([targets[pick], x])
+
+    return train_decoder(out, vae, "decoder_polish", steps, 2e-4, seed + 13, device, half_generated_half_encoded)
 
 
 # ----------------------------------------------------------------- export
