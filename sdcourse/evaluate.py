@@ -13,7 +13,8 @@ The checker reads a picture the way the caption grammar describes it:
 
 It is validated on the generator's own renders (``tests/test_evaluate.py``): 100% there.
 
-Run the evaluation (200 held-out captions, K-LMS, 20 steps, guidance 7.5 and 1.0)::
+Run the evaluation (200 held-out captions, DDIM, 20 steps, guidance 7.5 and 1.0; ``--sampler klms``
+for the course's K-LMS)::
 
     python -m sdcourse.evaluate --grid evaluation_grid.png
 """
@@ -234,13 +235,16 @@ def format_table(results: dict) -> str:
 
 
 def check_targets(results: dict) -> list[str]:
-    """Lines saying which must-targets hold (guidance 7.5 meets them and beats guidance 1.0)."""
+    """Lines saying which must-targets hold (guidance 7.5 meets them and beats guidance 1.0).
+
+    A tie at 100% counts as met (no guidance scale can beat a perfect score) and is marked as a tie."""
     out = []
     hi, lo = results.get(7.5), results.get(1.0)
     for k, target in TARGETS.items():
         v = hi["row"][k]
-        ok = v >= target and (lo is None or v > lo["row"][k])
-        beat = "" if lo is None else f", guidance 1.0: {100 * lo['row'][k]:.1f}%"
+        perfect_tie = lo is not None and v >= 1.0 and lo["row"][k] >= 1.0
+        ok = v >= target and (lo is None or v > lo["row"][k] or perfect_tie)
+        beat = "" if lo is None else f", guidance 1.0: {100 * lo['row'][k]:.1f}%" + ("; a tie at 100%" if perfect_tie else "")
         out.append(f"{'PASS' if ok else 'FAIL'} {k}: {100 * v:.1f}% (target ≥ {100 * target:.0f}% and better than at guidance 1.0{beat})")
     for k, target in STRETCH.items():
         v = hi["row"][k]

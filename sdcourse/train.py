@@ -402,7 +402,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
     ap.add_argument("--export", type=Path, default=MINI_MODEL_DIR, help="where the trained diffusers folder goes")
     ap.add_argument("--vae-steps", type=int, default=1500)
-    ap.add_argument("--unet-steps", type=int, default=12000)
+    ap.add_argument("--unet-steps", type=int, default=18000)
     ap.add_argument("--decoder-steps", type=int, default=1500)
     ap.add_argument("--robust-decoder-steps", type=int, default=2000, help="stage 2b: decoder fine-tuning on noisy latents (0: skip)")
     ap.add_argument("--latent-noise", type=float, default=0.3, help="stage 2b's largest latent noise, in scaled-latent units")

@@ -58,3 +58,26 @@ def test_caption_grid_checks_lengths():
 def test_unknown_sampler():
     with pytest.raises(ValueError, match="unknown sampler 'plms'"):
         ev.generate(None, ["a red circle"], guidance=1.0, sampler="plms")
+
+
+def _results(hi: dict, lo: dict) -> dict:
+    base = {"colour": 0.95, "background": 0.95, "shape": 0.85, "palette_purity": 0.95}
+    return {7.5: {"row": {**base, **hi, "position": 0.5, "size": 0.9, "short_prompt": 0.9}},
+            1.0: {"row": {**base, **lo, "position": 0.4, "size": 0.9, "short_prompt": 0.8}}}
+
+
+def test_check_targets_needs_guidance_to_beat_1():
+    lines = ev.check_targets(_results({"colour": 0.96}, {"colour": 0.95}))
+    status = {line.split()[1].rstrip(":"): line.split()[0] for line in lines if line.split()[0] in ("PASS", "FAIL")}
+    assert status["colour"] == "PASS"
+    assert status["background"] == "FAIL" and status["shape"] == "FAIL"  # equal at both scales
+    lines = ev.check_targets(_results({"colour": 0.85}, {"colour": 0.80}))
+    assert next(line for line in lines if " colour:" in line).startswith("FAIL")  # better, but under 90%
+
+
+def test_check_targets_counts_a_tie_at_100_percent():
+    lines = ev.check_targets(_results({"background": 1.0}, {"background": 1.0}))
+    line = next(line for line in lines if " background:" in line)
+    assert line.startswith("PASS") and "a tie at 100%" in line
+    line = next(line for line in ev.check_targets(_results({"background": 0.99}, {"background": 0.99})) if " background:" in line)
+    assert line.startswith("FAIL") and "tie" not in line

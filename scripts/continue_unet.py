@@ -1,0 +1,59 @@
+"""Train the shipped mini model's text encoder and UNet for more steps, keeping its VAE.
+
+``python -m sdcourse.train`` resumes from its own checkpoint folder (weights, optimizer state, EMA).
+When that folder is gone, this script seeds a new one from the weights in ``sdcourse/mini_model``
+(a fresh AdamW state, the EMA starting at the shipped weights) and goes on with the same loop, loss,
+learning-rate schedule and data as stage 3 of the recipe. The VAE and its scaling factor stay as
+shipped (the latents are recomputed from its encoder), and the result is exported as a diffusers folder.
+
+    python scripts/continue_unet.py --out runs/more --from-step 12000 --steps 18000 --threads 2
+
+The shipped 18,000-step weights were made by this command from the 12,000-step weights of commit 9ac335f.
+Rerunning it resumes from ``--out``'s checkpoint (saved every 500 steps).
+"""
+import argparse
+from pathlib import Path
+
+import torch
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="checkpoint folder; the model goes to OUT/model")
+    ap.add_argument("--from-step", type=int, required=True, help="how many steps the shipped UNet has had")
+    ap.add_argument("--steps", type=int, required=True, help="train until this step (the cosine schedule's length)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.steps <= args.from_step:
+        ap.error(f"--steps ({args.steps}) must be larger than --from-step ({args.from_step})")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from sdcourse import train
+
+    model_dir = train.MINI_MODEL_DIR
+    args.out.mkdir(parents=True, exist_ok=True)
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32).eval()
+    scaling = vae.config.scaling_factor
+    ckpt = args.out / "unet.pt"
+    if not ckpt.exists():
+        text_encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder", torch_dtype=torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", torch_dtype=torch.float32)
+        params = list(text_encoder.parameters()) + list(unet.parameters())  # the order train_unet uses
+        opt = torch.optim.AdamW(params, lr=6e-4, weight_decay=0.01)
+        train.save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), opt=opt.state_dict(),
+                        ema=[p.detach().clone() for p in params], step=args.from_step)
+        train.log(f"seeded {ckpt} from {model_dir.name} at step {args.from_step}", args.out)
+    with torch.no_grad():
+        mean, std, measured = train.latent_cache(vae, "cpu")
+    train.log(f"scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}", args.out)
+    text_encoder, unet = train.train_unet(args.out, scaling, mean, std, args.steps, 64, 6e-4, args.seed, "cpu")
+    train.export(args.out / "model", vae, text_encoder, unet, scaling)
+    train.log(f"exported to {args.out / 'model'}", args.out)
+
+
+if __name__ == "__main__":
+    main()
