@@ -42,10 +42,8 @@ def main(argv=None):
     if not ckpt.exists():
         text_encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder", torch_dtype=torch.float32)
         unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", torch_dtype=torch.float32)
-        params = list(text_encoder.parameters()) + list(unet.parameters())  # the order train_unet uses
-        opt = torch.optim.AdamW(params, lr=6e-4, weight_decay=0.01)
-        train.save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), opt=opt.state_dict(),
-                        ema=[p.detach().clone() for p in params], step=args.from_step)
+        # weights and step only: train_unet starts a fresh optimizer and an EMA at these weights
+        train.save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), step=args.from_step)
         train.log(f"seeded {ckpt} from {model_dir.name} at step {args.from_step}", args.out)
     with torch.no_grad():
         mean, std, measured = train.latent_cache(vae, "cpu")

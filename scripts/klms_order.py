@@ -1,6 +1,6 @@
 """Why K-LMS overshoots with the mini model at guidance 7.5: its order, and the guidance scale.
 
-On the first 32 held-out captions (DDIM's seeds, 20 steps) it prints colour and shape accuracy for
+On the first 32 held-out captions (the evaluation's seeds, 20 steps) it prints colour and shape accuracy for
 K-LMS of order 1 to 4 (diffusers' default is 4; order 1 is Euler's method) at guidance 7.5, for Euler
 and DPM-Solver++ at 7.5, and for K-LMS of order 4 at guidance 2 to 5. The model card quotes it.
 
@@ -20,10 +20,7 @@ def accuracy(pipe, pairs, guidance: float, sampler: str, order: int | None = Non
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
     if order is not None:
         pipe.scheduler.step = functools.partial(pipe.scheduler.step, order=order)
-    images = []
-    for i, (_, caption) in enumerate(pairs):
-        gen = torch.Generator("cpu").manual_seed(i)
-        images += pipe(caption, num_inference_steps=20, guidance_scale=guidance, generator=gen).images
+    images = ev.generate(pipe, [caption for _, caption in pairs], guidance, progress=False, sampler=None)
     scores = [ev.score(ev.read_picture(im), scene) for im, (scene, _) in zip(images, pairs)]
     return float(np.mean([s["colour"] for s in scores])), float(np.mean([s["shape"] for s in scores]))
 

@@ -14,8 +14,7 @@ from sdcourse.loader import load_pipeline
 
 
 def nearest_palette_distance(images) -> np.ndarray:
-    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images])
-    return np.linalg.norm(arr[..., None, :] - ev.PALETTE_ARRAY, axis=-1).min(-1)
+    return ev.palette_distance(np.stack([np.asarray(im) for im in images])).min(-1)
 
 
 def main(n: int = 200, thresholds=(5, 10, 20, 30, 40, 60)):

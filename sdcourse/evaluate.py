@@ -65,6 +65,11 @@ def _as_array(image) -> np.ndarray:
     return arr
 
 
+def palette_distance(pixels: np.ndarray) -> np.ndarray:
+    """RGB distance (0-255 scale) from every pixel of ``pixels`` (..., 3) to each palette colour: (..., 8)."""
+    return np.linalg.norm(np.asarray(pixels, dtype=np.float32)[..., None, :] - PALETTE_ARRAY, axis=-1)
+
+
 def read_picture(image) -> Reading:
     """Read background, colour, shape, position, size and palette purity off one RGB picture.
 
@@ -74,7 +79,7 @@ def read_picture(image) -> Reading:
     """
     arr = _as_array(image)
     h, w, _ = arr.shape
-    dist = np.linalg.norm(arr[:, :, None, :] - PALETTE_ARRAY[None, None], axis=-1)  # (H, W, 8)
+    dist = palette_distance(arr)  # (H, W, 8)
     label, nearest = dist.argmin(-1), dist.min(-1)
     purity = float((nearest < PURITY_DISTANCE).mean())
     frame = max(1, h // 20)
@@ -144,16 +149,18 @@ SAMPLERS = ("klms", "ddim", "euler")
 
 
 def generate(pipe, prompts: list[str], guidance: float, steps: int = 20, seed: int = 0, batch: int = 25,
-             progress: bool = True, sampler: str = "ddim"):
-    """Pictures for ``prompts`` (the pipeline's native size); prompt i uses seed ``seed + i``."""
+             progress: bool = True, sampler: str | None = "ddim"):
+    """Pictures for ``prompts`` (the pipeline's native size); prompt i uses seed ``seed + i``.
+    ``sampler`` None keeps the pipeline's scheduler as it is."""
     import torch
     from tqdm.auto import tqdm
 
     from .schedulers import set_scheduler
 
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    set_scheduler(pipe, sampler)
+    if sampler is not None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        set_scheduler(pipe, sampler)
     images = []
     for i in tqdm(range(0, len(prompts), batch), desc=f"guidance {guidance}", disable=not progress):
         chunk = prompts[i : i + batch]

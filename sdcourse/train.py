@@ -235,8 +235,9 @@ def train_unet(out: Path, vae_scaling, mean, std, steps: int, batch: int, lr: fl
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device)
         text_encoder.load_state_dict(state["text_encoder"]), unet.load_state_dict(state["unet"])
-        opt.load_state_dict(state["opt"])
-        ema = [e.to(device) for e in state["ema"]]
+        if "opt" in state:  # a checkpoint seeded from exported weights has no optimizer state or EMA yet
+            opt.load_state_dict(state["opt"])
+        ema = [e.to(device) for e in state["ema"]] if "ema" in state else [p.detach().clone() for p in params]
         start = state["step"]
         log(f"UNet: resuming at step {start}", out)
     if start < steps:
