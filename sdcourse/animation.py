@@ -30,8 +30,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .images import pil_to_tensor, tensor_to_pil
-from .img2img import check_strength, img2img
-from .interp import check_num_frames
+from .img2img import img2img
+from .validate import MAX_SEED, check_num_frames, check_seed, check_strength
 
 # name -> (lowest, highest) value a schedule may take, per frame
 LIMITS = {
@@ -164,6 +164,9 @@ def animate(pipe, init_image: Image.Image, prompt, num_frames: int, *, zoom=1.0,
     n = check_num_frames(num_frames)
     if not isinstance(init_image, Image.Image):
         raise TypeError(f"init_image must be a PIL picture, got {type(init_image).__name__}")
+    if check_seed(seed) + n - 1 > MAX_SEED:
+        raise ValueError(f"seed {seed} is too large: frame i uses seed + i, so seed must be at most "
+                         f"2**64 - 1 - (num_frames - 1) = {MAX_SEED - n + 1}")
     prompts = prompt_schedule(prompt, n)
     motion = {name: schedule(value, n, name, LIMITS[name]) for name, value in
               (("zoom", zoom), ("angle", angle), ("translate_x", translate_x), ("translate_y", translate_y))}

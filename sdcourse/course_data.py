@@ -14,11 +14,13 @@ VAE's 8 x 8 pixel blocks (one latent cell each).
 """
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from .shapes import Scene, render
+from .validate import MAX_SIDE
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 """The repository's ``data/`` folder (present in a git checkout, absent after a plain pip install)."""
@@ -61,10 +63,13 @@ PICTURES = {
 
 def draw_picture(name: str, size: int) -> Image.Image:
     """Draw the course picture ``name`` at ``size`` x ``size`` pixels (size: a multiple of 64, at least 64)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be the name of one course picture ({', '.join(PICTURES)}); got {name!r}")
     if name not in PICTURES:
         raise ValueError(f"unknown course picture {name!r}; choose one of: {', '.join(PICTURES)}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 64 or size % 64:
-        raise ValueError(f"size must be a multiple of 64 pixels (64, 128, ..., 512), got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 64 or size % 64 or size > MAX_SIDE:
+        raise ValueError(f"size must be a multiple of 64 pixels from 64 to {MAX_SIDE} (64, 128, ..., 512), got {size!r}")
+    size = int(size)
     return PICTURES[name][1](size)
 
 

@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 from diffusers import EulerDiscreteScheduler, LMSDiscreteScheduler
 
-from .loop import check_guidance, check_steps
+from .validate import check_guidance, check_steps
 from .seeds import make_generator
 from .validate import check_size
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .validate import MAX_SIDE, check_int, check_tensor
+
 SHOW_MIN_SIZE = 256
 
 
@@ -35,6 +37,8 @@ def _as_list(images, name: str = "images") -> list[Image.Image]:
         if not isinstance(im, Image.Image):
             hint = " (use latents_to_pil or tensor_to_pil to turn tensors into pictures)" if torch.is_tensor(im) else ""
             raise TypeError(f"{name}[{i}] is a {type(im).__name__}, not a PIL image{hint}.")
+        if im.width == 0 or im.height == 0:
+            raise ValueError(f"{name}[{i}] is empty: it is {im.width} x {im.height} pixels.")
     return list(images)
 
 
@@ -88,8 +92,7 @@ def upscale(image: Image.Image, min_size: int = SHOW_MIN_SIZE, cell: tuple[int, 
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"image must be a PIL image; got {type(image).__name__}.")
-    if not isinstance(min_size, int) or min_size <= 0:
-        raise ValueError(f"min_size must be a positive integer number of pixels; got {min_size!r}.")
+    min_size = check_int(min_size, "min_size", 1, MAX_SIDE)
     cw, ch = cell or image.size
     factor = math.ceil(min_size / min(cw, ch))
     if factor <= 1:
@@ -113,6 +116,8 @@ def show(images, rows: int | None = None, cols: int | None = None, min_size: int
     images = _as_list(images)
     if not images:
         raise ValueError("show got an empty list of pictures; give at least one.")
+    rows = None if rows is None else check_int(rows, "rows", 1, len(images))
+    cols = None if cols is None else check_int(cols, "cols", 1, len(images))
     if rows is None and cols is None:
         rows, cols = 1, len(images)
     elif rows is None:
@@ -158,9 +163,20 @@ def tensor_to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     if not torch.is_tensor(pixels) or pixels.ndim != 4 or pixels.shape[1] != 3:
         shape = tuple(pixels.shape) if torch.is_tensor(pixels) else type(pixels).__name__
         raise ValueError(f"expected a (B, 3, H, W) tensor of pixels in [-1, 1]; got {shape}.")
+    check_tensor(pixels, "pixels")
     array = (pixels / 2 + 0.5).clamp(0, 1).detach().cpu().permute(0, 2, 3, 1).float().numpy()
     array = (array * 255).round().astype("uint8")
     return [Image.fromarray(a) for a in array]
+
+
+def check_vae(vae):
+    """Return ``vae`` if it is an autoencoder such as ``pipe.vae`` (not a pipeline, not None), else raise."""
+    config = getattr(vae, "config", None)
+    if not isinstance(vae, torch.nn.Module) or not hasattr(config, "scaling_factor") or not callable(
+            getattr(vae, "decode", None)):
+        hint = " (pass pipe.vae, not the pipeline)" if hasattr(vae, "vae") else ""
+        raise TypeError(f"vae must be a VAE such as pipe.vae; got {type(vae).__name__}{hint}.")
+    return vae
 
 
 def _vae_factor(vae) -> int:
@@ -181,6 +197,7 @@ def pil_to_latents(vae, images, generator: torch.Generator | None = None) -> tor
         >>> pil_to_latents(pipe.vae, [picture]).shape     # picture of 512 x 512 pixels
         torch.Size([1, 4, 64, 64])
     """
+    check_vae(vae)
     images = _as_list(images)
     if not images:
         raise ValueError("pil_to_latents got an empty list of pictures; give at least one.")
@@ -210,11 +227,12 @@ def latents_to_pil(vae, latents: torch.Tensor) -> list[Image.Image]:
         >>> latents_to_pil(pipe.vae, torch.randn(1, 4, 8, 8))[0].size   # the mini model's VAE
         (64, 64)
     """
-    channels = vae.config.latent_channels
+    channels = check_vae(vae).config.latent_channels
     if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != channels:
         shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
         hint = " (add the batch dimension with latents[None])" if torch.is_tensor(latents) and latents.ndim == 3 else ""
         raise ValueError(f"expected latents of shape (B, {channels}, h, w); got {shape}{hint}.")
+    check_tensor(latents, "latents")
     latents = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None)
     if shift is not None:

@@ -17,30 +17,13 @@ steps of the ordinary text-to-image loop (:func:`sdcourse.loop.denoise`) finish 
 from __future__ import annotations
 
 import math
-import numbers
+import warnings
 
 import torch
-from PIL import Image
 
 from .images import latents_to_pil, pil_to_latents
-from .loop import Generated, check_guidance, check_steps, denoise, encode_prompt
-from .validate import check_prompts, check_seed
-
-
-def check_strength(strength) -> float:
-    """Return ``strength`` as a float if it is a number in [0, 1], else raise.
-
-    >>> check_strength(0.75)
-    0.75
-    """
-    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
-        raise TypeError(f"strength must be a number between 0 and 1 such as 0.6, got {type(strength).__name__} {strength!r}")
-    strength = float(strength)
-    if not math.isfinite(strength) or not 0.0 <= strength <= 1.0:
-        raise ValueError(
-            f"strength must lie in [0, 1] (0 keeps the picture, 1 starts from almost pure noise), got {strength}"
-        )
-    return strength
+from .loop import Generated, denoise, encode_prompt
+from .validate import check_guidance, check_picture, check_prompts, check_seed, check_steps, check_strength
 
 
 def start_step(num_inference_steps: int, strength: float) -> int:
@@ -72,16 +55,6 @@ def img2img_pipeline(pipe):
     )
     i2i.set_progress_bar_config(disable=True)
     return i2i
-
-
-def _check_picture(pipe, image) -> Image.Image:
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL picture, got {type(image).__name__}")
-    f = pipe.vae_scale_factor
-    if image.width % f or image.height % f:
-        raise ValueError(f"the picture is {image.width}x{image.height}; both sides must be multiples of {f} "
-                         f"(resize it to the model's size first)")
-    return image.convert("RGB")
 
 
 @torch.no_grad()
@@ -117,7 +90,7 @@ def img2img(pipe, image, prompt, strength: float = 0.6, steps: int = 20, guidanc
     Unlike the pipeline (which refuses a strength that leaves no step), strength 0 returns the
     VAE round trip of the picture.
     """
-    image = _check_picture(pipe, image)
+    image = check_picture(image, pipe.vae_scale_factor)
     strength = check_strength(strength)
     steps = check_steps(steps)
     guidance = check_guidance(guidance)
@@ -127,6 +100,10 @@ def img2img(pipe, image, prompt, strength: float = 0.6, steps: int = 20, guidanc
     generator = torch.Generator("cpu").manual_seed(check_seed(seed))
     embeddings = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts, negative)
     latents, begin, _ = noised_start(pipe, image, strength, steps, generator)
+    if begin == steps and strength > 0:
+        warnings.warn(f"strength {strength:g} with {steps} steps runs no step (int({steps} x {strength:g}) = 0): "
+                      f"the result is the picture after a VAE round trip; raise strength to at least {1 / steps:g} "
+                      f"or steps to at least {math.ceil(1 / strength)}.", stacklevel=2)
     if begin < steps:
         latents = denoise(pipe.unet, pipe.scheduler, embeddings, latents, guidance, steps, progress=progress,
                           start_step=begin, generator=generator)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .images import latents_to_pil, pil_to_latents
-from .loop import Generated, check_guidance, check_steps, denoise, encode_prompt
-from .validate import check_prompts, check_seed
+from .loop import Generated, denoise, encode_prompt
+from .validate import check_guidance, check_picture, check_prompts, check_seed, check_steps
 
 THRESHOLD = 0.5
 
@@ -123,12 +123,8 @@ def inpaint(pipe, image, mask, prompt, steps: int = 20, guidance: float = 7.5, s
     grid it gives the same latents as ``inpaint_pipeline(pipe)`` with a 4-channel UNet and
     ``strength=1`` (same seed, steps, guidance and scheduler).
     """
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL picture, got {type(image).__name__}")
     f = pipe.vae_scale_factor
-    if image.width % f or image.height % f:
-        raise ValueError(f"the picture is {image.width}x{image.height}; both sides must be multiples of {f}")
-    image = image.convert("RGB")
+    image = check_picture(image, f)
     m = latent_mask(prepare_mask(mask, image, strict=strict), f)
     steps, guidance = check_steps(steps), check_guidance(guidance)
     prompts = check_prompts(prompt)

@@ -19,24 +19,18 @@ import numbers
 
 import torch
 
+from .validate import check_num_frames, check_number, check_steps, check_tensor
+
 
 def _check_t(t) -> float:
     if isinstance(t, torch.Tensor) and t.numel() == 1:
         t = t.item()
-    if isinstance(t, bool) or not isinstance(t, numbers.Real):
-        raise TypeError(f"t must be a number between 0 and 1, got {type(t).__name__} {t!r}")
-    t = float(t)
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"t must lie in [0, 1] (0 gives v0, 1 gives v1), got {t}")
-    return t
+    return check_number(t, "t", 0.0, 1.0, example=0.5)
 
 
 def _check_pair(v0, v1) -> None:
     for name, v in (("v0", v0), ("v1", v1)):
-        if not isinstance(v, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
-        if not v.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {v.dtype}")
+        check_tensor(v, name)
     if v0.shape != v1.shape:
         raise ValueError(
             f"cannot interpolate tensors of different shapes: v0 is {tuple(v0.shape)}, v1 is {tuple(v1.shape)}"
@@ -82,21 +76,16 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0
     if na == 0 or nb == 0:
         raise ValueError("cannot slerp a tensor of norm 0: the angle to it is undefined")
     dot = torch.dot(a / na, b / nb).clamp(-1.0, 1.0)
-    if dot.abs() > dot_threshold:
+    if dot < -dot_threshold:
+        raise ValueError(f"v0 and v1 point in opposite directions (cosine {float(dot):.4f}): every great circle "
+                         f"joins them, so slerp has no single path (and lerp would pass through 0); "
+                         f"use a third tensor as a stop on the way (slerp_path).")
+    if dot > dot_threshold:
         return lerp(t, v0, v1)
     theta = torch.arccos(dot)
     sin_theta = torch.sin(theta)
     out = (torch.sin((1 - t) * theta) / sin_theta) * a + (torch.sin(t * theta) / sin_theta) * b
     return out.reshape(v0.shape).to(v0.dtype)
-
-
-def check_num_frames(num_frames) -> int:
-    """Validate a frame count: an integer of at least 2 (a video needs a start and an end)."""
-    if isinstance(num_frames, bool) or not isinstance(num_frames, numbers.Integral):
-        raise TypeError(f"num_frames must be an integer, got {type(num_frames).__name__} {num_frames!r}")
-    if num_frames < 2:
-        raise ValueError(f"num_frames must be at least 2 (a first and a last frame), got {num_frames}")
-    return int(num_frames)
 
 
 def frame_times(num_frames: int) -> list[float]:
@@ -154,18 +143,27 @@ def render_frames(pipe, latents, embeddings, steps: int = 20, guidance: float = 
     from tqdm.auto import tqdm
 
     from .images import latents_to_pil
-    from .loop import check_steps, denoise
+    from .loop import denoise
 
     steps = check_steps(steps)
+    if torch.is_tensor(latents) or not isinstance(latents, (list, tuple)):
+        shape = f" of shape {tuple(latents.shape)}" if torch.is_tensor(latents) else ""
+        raise TypeError(f"latents must be a list of (1, 4, h, w) tensors, one per frame; got a "
+                        f"{type(latents).__name__}{shape} (a batch splits with list(latents.split(1))).")
     latents = list(latents)
     if len(latents) < 1:
         raise ValueError("render_frames needs at least one latent tensor")
     if isinstance(embeddings, torch.Tensor):
         embeddings = [embeddings] * len(latents)
+    if not isinstance(embeddings, (list, tuple)):
+        raise TypeError(f"embeddings must be a tensor from encode_prompt or a list of them; "
+                        f"got {type(embeddings).__name__}.")
     embeddings = list(embeddings)
     if len(embeddings) != len(latents):
         raise ValueError(f"got {len(latents)} latents but {len(embeddings)} embeddings; give one per frame or one for all")
     for i, (lat, emb) in enumerate(zip(latents, embeddings)):
+        check_tensor(lat, f"latents[{i}]")
+        check_tensor(emb, f"embeddings[{i}]")
         if lat.ndim != 4 or lat.shape[0] != 1 or lat.shape[1:] != latents[0].shape[1:]:
             raise ValueError(f"latents[{i}] must have shape {tuple(latents[0].shape)} like latents[0], got {tuple(lat.shape)}")
         if emb.ndim != 3 or emb.shape[0] != 2 or emb.shape[1:] != embeddings[0].shape[1:]:

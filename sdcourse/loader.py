@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import threading
@@ -247,6 +248,18 @@ def _check_pipeline_folder(path: Path) -> None:
         raise ValueError(
             f"{str(path)!r} is not a diffusers pipeline folder: it has no model_index.json. "
             f"Give a folder saved with pipe.save_pretrained(...), 'mini', or a hub id."
+        )
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError):
+        index = None
+    parts = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+    if not isinstance(index, dict) or "StableDiffusion" not in str(index.get("_class_name", "")) or any(
+            p not in index for p in parts):
+        kind = index.get("_class_name", "no _class_name") if isinstance(index, dict) else "unreadable JSON"
+        raise ValueError(
+            f"{str(path)!r} is not a Stable Diffusion pipeline folder: its model_index.json ({kind}) must name "
+            f"a StableDiffusion pipeline with {', '.join(parts)}. Give 'mini', a hub id, or such a folder."
         )
 
 

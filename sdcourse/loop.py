@@ -29,7 +29,6 @@ Example (paste into a notebook)::
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -37,9 +36,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .images import latents_to_pil
+from .images import check_vae, latents_to_pil
 from .seeds import make_generator
-from .validate import check_prompts, check_seed, check_size
+from .validate import check_guidance, check_prompts, check_seed, check_size, check_steps, check_tensor
 
 __all__ = [
     "Generated",
@@ -53,35 +52,6 @@ __all__ = [
 ]
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
-
-
-# --------------------------------------------------------------------------- checks
-def check_guidance(guidance_scale) -> float:
-    """Return ``guidance_scale`` as a float, or raise if it is not a finite number >= 0.
-
-    >>> check_guidance(7.5)
-    7.5
-    """
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
-        raise TypeError(f"guidance_scale must be a number such as 7.5, got {guidance_scale!r}.")
-    if not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise ValueError(
-            f"guidance_scale must be a finite number >= 0 (1 means no guidance, 7.5 is usual), got {guidance_scale!r}."
-        )
-    return float(guidance_scale)
-
-
-def check_steps(num_inference_steps) -> int:
-    """Return ``num_inference_steps`` if it is a whole number >= 1, else raise.
-
-    >>> check_steps(20)
-    20
-    """
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
-        raise TypeError(f"num_inference_steps must be a whole number such as 20, got {num_inference_steps!r}.")
-    if num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}.")
-    return num_inference_steps
 
 
 def _uses_guidance(guidance_scale: float) -> bool:
@@ -107,12 +77,13 @@ def encode_prompt(tokenizer, text_encoder, prompts, negative=None) -> torch.Tens
     >>> emb.shape  # (2, 77, hidden_size)
     """
     prompts = check_prompts(prompts)
+    check_text_parts(tokenizer, text_encoder)
     if negative is None:
         negative = [""] * len(prompts)
     elif isinstance(negative, str):
         negative = [negative] * len(prompts)
     else:
-        negative = check_prompts(negative)
+        negative = check_prompts(negative, "negative")
         if len(negative) != len(prompts):
             raise ValueError(
                 f"negative has {len(negative)} prompts but there are {len(prompts)} prompts; "
@@ -123,6 +94,20 @@ def encode_prompt(tokenizer, text_encoder, prompts, negative=None) -> torch.Tens
     return torch.cat([uncond, cond])
 
 
+def check_text_parts(tokenizer, text_encoder) -> None:
+    """Raise a clear error when the tokenizer and text encoder are missing or given in the wrong order."""
+    if not callable(tokenizer) or not isinstance(getattr(tokenizer, "model_max_length", None), int):
+        raise TypeError(f"tokenizer must be a tokenizer such as pipe.tokenizer; got {type(tokenizer).__name__} "
+                        f"(are the tokenizer and text_encoder swapped?).")
+    if not isinstance(text_encoder, torch.nn.Module):
+        raise TypeError(f"text_encoder must be a model such as pipe.text_encoder; got {type(text_encoder).__name__}.")
+
+
+def _short(texts: list[str], limit: int = 200) -> str:
+    joined = " | ".join(texts)
+    return joined if len(joined) <= limit else f"{joined[:limit]}... ({len(joined) - limit} more characters)"
+
+
 def _embed(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
     max_length = tokenizer.model_max_length
     ids = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
@@ -131,7 +116,7 @@ def _embed(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
         # Like the pipeline, say what was cut off (everything between the 76th id and </end>).
         dropped = tokenizer.batch_decode(full[:, max_length - 1 : -1], skip_special_tokens=True)
         warnings.warn(
-            f"CLIP reads at most {max_length} tokens; this part of the prompt was cut off: {dropped}",
+            f"CLIP reads at most {max_length} tokens; this part of the prompt was cut off: {_short(dropped)}",
             stacklevel=3,
         )
     return text_encoder(ids.to(text_encoder.device))[0]
@@ -212,6 +197,13 @@ def denoise(unet, scheduler, text_embeddings: torch.Tensor, latents: torch.Tenso
     """
     guidance_scale = check_guidance(guidance_scale)
     num_inference_steps = check_steps(num_inference_steps)
+    check_tensor(latents, "latents", ndim=4, channels=unet.config.in_channels)
+    check_tensor(text_embeddings, "text_embeddings", ndim=3)
+    if latents.dtype != unet.dtype:
+        raise TypeError(f"latents are {latents.dtype} but the UNet runs in {unet.dtype}; "
+                        f"convert them with latents.to(unet.dtype).")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function (step_index, t, latents); got {type(callback).__name__}.")
     if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < num_inference_steps:
         raise ValueError(
             f"start_step must be a whole number from 0 to num_inference_steps - 1 = {num_inference_steps - 1}, "
@@ -252,8 +244,18 @@ def denoise(unet, scheduler, text_embeddings: torch.Tensor, latents: torch.Tenso
         if callback is not None:
             replaced = callback(begin + i, t, latents)
             if replaced is not None:
+                if not torch.is_tensor(replaced) or replaced.shape != latents.shape:
+                    raise TypeError(f"callback must return None or a tensor of shape {tuple(latents.shape)}; "
+                                    f"at step {begin + i} it returned {type(replaced).__name__} {_brief(replaced)}.")
                 latents = replaced
+    if not bool(torch.isfinite(latents).all()):
+        raise ValueError(f"the loop produced NaN or infinite latents (guidance_scale {guidance_scale:g}, "
+                         f"{num_inference_steps} steps); the picture would be black. Try a guidance_scale near 7.5.")
     return (latents, x0s) if return_x0 else latents
+
+
+def _brief(value) -> str:
+    return f"of shape {tuple(value.shape)}" if torch.is_tensor(value) else repr(value)[:60]
 
 
 # --------------------------------------------------------------------------- all together
@@ -264,6 +266,15 @@ class Generated:
     latents: torch.Tensor
     images: list = field(default_factory=list)
     x0: list = field(default_factory=list)
+
+
+def check_scheduler(scheduler):
+    """Return ``scheduler`` if it is a diffusers scheduler object, else raise (a name is not enough)."""
+    if not all(callable(getattr(scheduler, n, None)) for n in ("set_timesteps", "step", "scale_model_input")):
+        hint = " (make one with sdcourse.make_scheduler(name, pipe.scheduler.config))" if isinstance(scheduler, str) else ""
+        raise TypeError(f"scheduler must be a diffusers scheduler object; got {scheduler!r} of type "
+                        f"{type(scheduler).__name__}{hint}.")
+    return scheduler
 
 
 def _parts(pipe_or_components):
@@ -298,7 +309,8 @@ def generate(pipe_or_components, prompt, seed: int = 0, steps: int = 20, guidanc
     >>> out.latents.shape, out.images[0].size
     """
     tokenizer, text_encoder, unet, vae, own_scheduler = _parts(pipe_or_components)
-    scheduler = own_scheduler if scheduler is None else scheduler
+    scheduler = own_scheduler if scheduler is None else check_scheduler(scheduler)
+    check_vae(vae)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)  # how pipelines compute vae_scale_factor
     height = unet.config.sample_size * factor if height is None else height
     width = unet.config.sample_size * factor if width is None else width

@@ -20,17 +20,41 @@ from PIL import Image
 
 
 def to_array(image, name: str = "image") -> np.ndarray:
-    """A PIL picture or an H x W x C uint8 array as a float64 H x W x C array in 0..255."""
+    """A picture as a float64 H x W x C array in 0..255.
+
+    Accepts a PIL picture, an H x W x C uint8 array (0..255), or an H x W x C float array in [0, 1]
+    (multiplied by 255, so the same picture gives the same PSNR either way). A float array with
+    values outside [0, 1], or with NaN, is refused: its scale cannot be told.
+    """
     if isinstance(image, Image.Image):
         arr = np.asarray(image.convert("RGB"), dtype=np.float64)
     elif isinstance(image, np.ndarray) and image.ndim == 3:
-        arr = image.astype(np.float64)
+        if image.size == 0:
+            raise ValueError(f"{name} is empty: shape {image.shape}")
+        if image.dtype == np.uint8:
+            arr = image.astype(np.float64)
+        elif np.issubdtype(image.dtype, np.floating):
+            if not np.isfinite(image).all():
+                raise ValueError(f"{name} holds NaN or infinite values; PSNR of them means nothing")
+            if image.min() < 0 or image.max() > 1:
+                raise ValueError(f"{name} is a float array with values from {image.min():g} to {image.max():g}; "
+                                 f"give floats in [0, 1] or a uint8 array in 0..255")
+            arr = image.astype(np.float64) * 255.0
+        else:
+            raise TypeError(f"{name} must be a uint8 array (0..255) or a float array in [0, 1], got dtype {image.dtype}")
     else:
         raise TypeError(f"{name} must be a PIL picture or an H x W x 3 array, got {type(image).__name__}")
     return arr
 
 
+def _same_size(x: np.ndarray, y: np.ndarray) -> None:
+    if x.shape != y.shape:
+        raise ValueError(f"pictures must have the same shape (height, width, channels): a is {x.shape}, b is {y.shape}")
+
+
 def _region(mask, shape) -> np.ndarray:
+    if not isinstance(mask, (Image.Image, torch.Tensor, np.ndarray, list)):
+        raise TypeError(f"region must be an H x W boolean array, tensor or picture; got {mask!r}")
     if isinstance(mask, Image.Image):
         mask = np.asarray(mask.convert("L")) >= 128
     elif isinstance(mask, torch.Tensor):
@@ -51,8 +75,7 @@ def psnr(a, b, region=None) -> float:
     for identical pixels.
     """
     x, y = to_array(a, "a"), to_array(b, "b")
-    if x.shape != y.shape:
-        raise ValueError(f"pictures must have the same size: {x.shape[1]}x{x.shape[0]} vs {y.shape[1]}x{y.shape[0]}")
+    _same_size(x, y)
     if region is not None:
         sel = _region(region, x.shape)
         x, y = x[sel], y[sel]
@@ -63,6 +86,5 @@ def psnr(a, b, region=None) -> float:
 def mean_abs_diff(a, b) -> float:
     """Mean absolute pixel difference between two pictures of the same size, as a fraction of 255."""
     x, y = to_array(a, "a"), to_array(b, "b")
-    if x.shape != y.shape:
-        raise ValueError(f"pictures must have the same size: {x.shape[1]}x{x.shape[0]} vs {y.shape[1]}x{y.shape[0]}")
+    _same_size(x, y)
     return float(np.abs(x - y).mean() / 255.0)

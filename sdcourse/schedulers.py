@@ -78,6 +78,8 @@ def make_scheduler(name: str, config):
 
 def set_scheduler(pipe, name: str):
     """Replace ``pipe.scheduler`` by the scheduler ``name`` (same noise schedule); returns the new scheduler."""
+    if not hasattr(getattr(pipe, "scheduler", None), "config"):
+        raise TypeError(f"set_scheduler needs a pipeline with a scheduler (pipe); got {type(pipe).__name__}")
     pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
     return pipe.scheduler
 

@@ -14,9 +14,17 @@ Example::
 """
 from __future__ import annotations
 
+import math
 import numbers
 
+import numpy as np
+import torch
+from PIL import Image
+
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts seeds up to this value
+MAX_SIDE = 2048  # pixels per side; SD v1.x was trained at 512, and 2048 x 2048 already needs minutes per step
+MAX_STEPS = 1000  # the number of training timesteps of SD's schedulers: more steps than that repeat timesteps
+MAX_GUIDANCE = 100.0  # far above any useful value (7.5 is usual); much larger values overflow to NaN
 
 
 def _is_int(value) -> bool:
@@ -27,7 +35,8 @@ def check_size(height, width, multiple: int = 8) -> tuple[int, int]:
     """Check a picture size in pixels and return it as ``(height, width)``.
 
     Both must be positive integers divisible by ``multiple`` (8 for Stable Diffusion: the
-    VAE shrinks each side 8 times, so a latent pixel covers an 8 x 8 block).
+    VAE shrinks each side 8 times, so a latent pixel covers an 8 x 8 block) and at most
+    ``MAX_SIDE`` (2048) pixels. numpy integers are accepted.
 
     Example::
 
@@ -45,6 +54,8 @@ def check_size(height, width, multiple: int = 8) -> tuple[int, int]:
                 f"{name} must be a positive multiple of {multiple} (e.g. {multiple * 8} or "
                 f"{multiple * 64}); got {value}."
             )
+        if value > MAX_SIDE:
+            raise ValueError(f"{name} must be at most {MAX_SIDE} pixels (SD v1.x was trained at 512); got {value}.")
     return int(height), int(width)
 
 
@@ -66,7 +77,7 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-def check_prompts(prompts) -> list[str]:
+def check_prompts(prompts, name: str = "prompts") -> list[str]:
     """Check one prompt or a list of prompts and return them as a non-empty list of strings.
 
     A single string becomes a one-element list. The empty string is a valid prompt (it is
@@ -81,14 +92,164 @@ def check_prompts(prompts) -> list[str]:
         return [prompts]
     if not isinstance(prompts, (list, tuple)):
         raise TypeError(
-            f"prompts must be a string or a list of strings; got {prompts!r} of type "
+            f"{name} must be a string or a list of strings; got {prompts!r} of type "
             f"{type(prompts).__name__}."
         )
     if len(prompts) == 0:
-        raise ValueError("prompts is an empty list; give at least one prompt, e.g. ['a red circle'].")
+        raise ValueError(f"{name} is an empty list; give at least one prompt, e.g. ['a red circle'].")
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str):
             raise TypeError(
-                f"every prompt must be a string; prompt {i} is {prompt!r} of type {type(prompt).__name__}."
+                f"every prompt must be a string; {name}[{i}] is {prompt!r} of type {type(prompt).__name__}."
             )
     return list(prompts)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _bounds(low, high) -> str:
+    if low is not None and high is not None:
+        return f"from {low:g} to {high:g}"
+    return f"at least {low:g}" if low is not None else f"at most {high:g}"
+
+
+def check_int(value, name: str, low: int | None = None, high: int | None = None, example: int | None = None,
+              meaning: str = "") -> int:
+    """Check that ``value`` is a whole number (numpy integers too) in ``[low, high]``; return it as an ``int``.
+
+    >>> check_int(3, "rows", low=1)
+    3
+    """
+    if not _is_int(value):
+        hint = f" such as {example}" if example is not None else ""
+        raise TypeError(f"{name} must be a whole number{hint}; got {value!r} of type {type(value).__name__}.")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be {_bounds(low, high)}{meaning}; got {value}.")
+    return value
+
+
+def check_number(value, name: str, low: float | None = None, high: float | None = None,
+                 example: float | None = None, meaning: str = "") -> float:
+    """Check that ``value`` is a finite real number (numpy floats too) in ``[low, high]``; return a ``float``.
+
+    >>> check_number(0.5, "t", 0, 1)
+    0.5
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if not _is_number(value):
+        hint = f" such as {example}" if example is not None else ""
+        raise TypeError(f"{name} must be a number{hint}; got {value!r} of type {type(value).__name__}.")
+    value = float(value)
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        bounds = "finite" if low is None and high is None else _bounds(low, high)
+        raise ValueError(f"{name} must be {bounds}{meaning}; got {value:g}.")
+    return value
+
+
+def check_guidance(guidance_scale) -> float:
+    """Return ``guidance_scale`` as a float from 0 to 100 (1 means no guidance, 7.5 is usual), else raise.
+
+    >>> check_guidance(7.5)
+    7.5
+    """
+    return check_number(guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE, example=7.5,
+                        meaning=" (1 means no guidance, 7.5 is usual)")
+
+
+def check_steps(num_inference_steps) -> int:
+    """Return ``num_inference_steps`` if it is a whole number from 1 to 1000, else raise.
+
+    >>> check_steps(20)
+    20
+    """
+    return check_int(num_inference_steps, "num_inference_steps", 1, MAX_STEPS, example=20)
+
+
+def check_strength(strength) -> float:
+    """Return ``strength`` as a float in [0, 1] (0 keeps the picture, 1 starts from noise), else raise.
+
+    >>> check_strength(0.75)
+    0.75
+    """
+    return check_number(strength, "strength", 0.0, 1.0, example=0.6,
+                        meaning=" (0 keeps the picture, 1 starts from almost pure noise)")
+
+
+def check_num_frames(num_frames) -> int:
+    """Return a frame count: a whole number of at least 2 (a video needs a first and a last frame).
+
+    >>> check_num_frames(16)
+    16
+    """
+    return check_int(num_frames, "num_frames", 2, example=16, meaning=" (a first and a last frame)")
+
+
+def check_fps(fps) -> float:
+    """Return frames per second: a number above 0 and at most 60.
+
+    >>> check_fps(8)
+    8.0
+    """
+    fps = check_number(fps, "fps", 0.0, 60.0, example=8)
+    if fps == 0:
+        raise ValueError("fps must be above 0; got 0.")
+    return fps
+
+
+# --------------------------------------------------------------------------- tensors
+def check_tensor(value, name: str, ndim: int | None = None, channels: int | None = None) -> torch.Tensor:
+    """Check a floating-point tensor: its kind, rank, channel count (dim 1), no empty side and no NaN/inf.
+
+    >>> check_tensor(torch.zeros(1, 4, 8, 8), "latents", ndim=4, channels=4).shape
+    torch.Size([1, 4, 8, 8])
+    """
+    if not torch.is_tensor(value):
+        hint = " (turn it into one with torch.from_numpy)" if isinstance(value, np.ndarray) else ""
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}{hint}.")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {value.dtype}.")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions; got shape {tuple(value.shape)}.")
+    if channels is not None and value.shape[1] != channels:
+        raise ValueError(f"{name} must have {channels} channels (dimension 1); got shape {tuple(value.shape)}.")
+    if value.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(value.shape)} has a side of length 0.")
+    check_finite(value, name)
+    return value
+
+
+def check_finite(value: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise if a tensor holds NaN or infinity (which would silently become a black picture).
+
+    >>> check_finite(torch.ones(2), "x")
+    tensor([1., 1.])
+    """
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {value.numel()}; "
+                         f"a picture made from them would be meaningless (black).")
+    return value
+
+
+# --------------------------------------------------------------------------- pictures
+def check_picture(image, multiple: int = 8, name: str = "image") -> Image.Image:
+    """Check a PIL picture whose sides are positive multiples of ``multiple`` (at most ``MAX_SIDE``); return it as RGB.
+
+    >>> check_picture(Image.new("RGB", (64, 48))).size
+    (64, 48)
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"{name} must be a PIL picture, got {type(image).__name__}")
+    w, h = image.size
+    if w == 0 or h == 0 or w % multiple or h % multiple or max(w, h) > MAX_SIDE:
+        raise ValueError(f"the picture is {w}x{h}; both sides must be positive multiples of {multiple}, "
+                         f"at most {MAX_SIDE} (resize it to the model's size first)")
+    return image.convert("RGB")

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .validate import check_fps, check_number
+
 # Small frames are enlarged until their shorter side reaches this many pixels.
 DISPLAY_SIDE = 256
 
@@ -60,10 +62,14 @@ def check_frames(frames) -> list[np.ndarray]:
     return arrays
 
 
-def _check_fps(fps) -> float:
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= 60:
-        raise ValueError(f"fps must be a number in (0, 60], got {fps!r}")
-    return float(fps)
+def _check_path(path, suffix: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file name such as 'out{suffix}'; got {path!r}")
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        kind = suffix[1:].upper()
+        raise ValueError(f"a{'n' if kind == 'MP4' else ''} {kind} file name must end in {suffix}, got {path.name!r}")
+    return path
 
 
 def display_scale(frames_or_side, side: int = DISPLAY_SIDE) -> int:
@@ -95,7 +101,7 @@ def gif_bytes(frames, fps: float = 8, scale: int | None = None, loop: bool = Tru
     import imageio.v3 as iio
 
     arrays = check_frames(frames)
-    fps = _check_fps(fps)
+    fps = check_fps(fps)
     scale = _resolve_scale(arrays, scale)
     big = np.stack([upscale(a, scale) for a in arrays])
     return iio.imwrite("<bytes>", big, extension=".gif", duration=1000.0 / fps, loop=0 if loop else 1)
@@ -103,9 +109,7 @@ def gif_bytes(frames, fps: float = 8, scale: int | None = None, loop: bool = Tru
 
 def write_gif(frames, path, fps: float = 8, scale: int | None = None, loop: bool = True) -> Path:
     """Write the frames as an animated GIF file and return its path."""
-    path = Path(path)
-    if path.suffix.lower() != ".gif":
-        raise ValueError(f"a GIF file name must end in .gif, got {path.name!r}")
+    path = _check_path(path, ".gif")
     data = gif_bytes(frames, fps=fps, scale=scale, loop=loop)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -120,16 +124,19 @@ def write_mp4(frames, path, fps: float = 8, scale: int | None = None, quality: f
     """
     import imageio.v2 as imageio
 
-    path = Path(path)
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"an MP4 file name must end in .mp4, got {path.name!r}")
+    path = _check_path(path, ".mp4")
+    quality = check_number(quality, "quality", 0, 10, example=7)
     arrays = check_frames(frames)
-    fps = _check_fps(fps)
+    fps = check_fps(fps)
     scale = _resolve_scale(arrays, scale)
     h, w = arrays[0].shape[0] * scale, arrays[0].shape[1] * scale
     if h % 16 or w % 16:
         raise ValueError(f"MP4 frames must be a multiple of 16 pixels per side after scaling, got {w}x{h}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # fail here with one sentence, not later with ffmpeg's "Broken pipe" and its command line
+        path.parent.mkdir(parents=True, exist_ok=True)
+        open(path, "ab").close()
+    except OSError as exc:
+        raise PermissionError(f"cannot write the MP4 file {str(path)!r}: {exc.strerror or exc}") from None
     writer = imageio.get_writer(
         path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=quality,
         pixelformat="yuv420p", macro_block_size=16, ffmpeg_log_level="error",

@@ -123,11 +123,11 @@ def test_known_scheduler_names():
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    (dict(steps=0), ValueError, "at least 1, got 0"),
-    (dict(steps=2.5), TypeError, "whole number such as 20, got 2.5"),
+    (dict(steps=0), ValueError, "from 1 to 1000; got 0"),
+    (dict(steps=2.5), TypeError, "whole number such as 20; got 2.5"),
     (dict(scheduler="pndm"), ValueError, r"Unknown scheduler 'pndm' for the fast loop; choose one of \['euler', 'klms'\]"),
-    (dict(guidance_scale=-1.0), ValueError, "finite number >= 0.*got -1.0"),
-    (dict(guidance_scale=float("nan")), ValueError, "finite number >= 0.*got nan"),
+    (dict(guidance_scale=-1.0), ValueError, "from 0 to 100 .*got -1"),
+    (dict(guidance_scale=float("nan")), ValueError, "from 0 to 100 .*got nan"),
     (dict(batch_size=0), ValueError, "batch_size must be a whole number >= 1, got 0"),
     (dict(height=60), ValueError, "height must be a positive multiple of 8.*got 60"),
     (dict(width=-8), ValueError, "width must be a positive multiple of 8.*got -8"),

@@ -23,7 +23,7 @@ def test_check_strength():
 
 @pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan"), float("inf")])
 def test_strength_out_of_range(bad):
-    with pytest.raises(ValueError, match=r"strength must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"strength must be from 0 to 1 \(0 keeps the picture"):
         check_strength(bad)
 
 
@@ -79,7 +79,7 @@ def test_bad_picture(pipe, picture):
         img2img(pipe, picture.resize((60, 64)), PROMPT)
     with pytest.raises(TypeError, match="image must be a PIL picture"):
         img2img(pipe, np.zeros((64, 64, 3)), PROMPT)
-    with pytest.raises(ValueError, match=r"strength must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"strength must be from 0 to 1 \(0 keeps the picture"):
         img2img(pipe, picture, PROMPT, strength=1.5)
     with pytest.raises(ValueError, match="one prompt"):
         img2img(pipe, picture, [PROMPT, PROMPT])

@@ -62,7 +62,7 @@ def test_empty_prompt_list():
 
 
 def test_prompt_that_is_not_a_string():
-    with pytest.raises(TypeError, match="prompt 1 is 3 of type int"):
+    with pytest.raises(TypeError, match=r"prompts\[1\] is 3 of type int"):
         check_prompts(["a red circle", 3])
 
 

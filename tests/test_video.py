@@ -88,7 +88,7 @@ def test_bad_names_and_fps(tmp_path):
         write_gif(frames(), tmp_path / "a.png")
     with pytest.raises(ValueError, match="must end in .mp4"):
         write_mp4(frames(), tmp_path / "a.gif")
-    with pytest.raises(ValueError, match="fps must be a number"):
+    with pytest.raises(ValueError, match="fps must be above 0; got 0"):
         write_gif(frames(), tmp_path / "a.gif", fps=0)
     with pytest.raises(ValueError, match="multiple of 16"):
         write_mp4(frames(size=72), tmp_path / "a.mp4", scale=1)
