@@ -56,7 +56,8 @@ def _mask_cells(size: int, left: int, top: int, right: int, bottom: int) -> Imag
 PICTURES = {
     "scene": (f"the mini model's world: {SCENE_CAPTION}", lambda size: render(SCENE, size)),
     "sketch": ("a landscape sketch: sky, sun, hill and a house", _sketch),
-    "mask_center": ("white square over the middle 4 x 4 cells: the scene's shape", lambda size: _mask_cells(size, 2, 2, 6, 6)),
+    "mask_center": ("white square over the middle 4 x 4 cells: the scene's shape",
+                    lambda size: _mask_cells(size, 2, 2, 6, 6)),
     "mask_top_left": ("white square over the top-left 3 x 3 cells", lambda size: _mask_cells(size, 0, 0, 3, 3)),
 }
 
@@ -68,7 +69,8 @@ def draw_picture(name: str, size: int) -> Image.Image:
     if name not in PICTURES:
         raise ValueError(f"unknown course picture {name!r}; choose one of: {', '.join(PICTURES)}")
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 64 or size % 64 or size > MAX_SIDE:
-        raise ValueError(f"size must be a multiple of 64 pixels from 64 to {MAX_SIDE} (64, 128, ..., 512), got {size!r}")
+        raise ValueError(f"size must be a multiple of 64 pixels from 64 to {MAX_SIDE} (64, 128, ..., 512), "
+                         f"got {size!r}")
     size = int(size)
     return PICTURES[name][1](size)
 

@@ -179,7 +179,8 @@ def check_vae(vae):
     return vae
 
 
-def _vae_factor(vae) -> int:
+def vae_factor(vae) -> int:
+    """How many times the VAE shrinks each side: 2 per down block after the first (8 for SD; pipelines' rule)."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
@@ -202,7 +203,7 @@ def pil_to_latents(vae, images, generator: torch.Generator | None = None) -> tor
     if not images:
         raise ValueError("pil_to_latents got an empty list of pictures; give at least one.")
     w, h = _check_same_size(images)
-    f = _vae_factor(vae)
+    f = vae_factor(vae)
     if w % f or h % f:
         raise ValueError(f"picture size {w} x {h} must be a multiple of {f} on each side for this VAE; "
                          f"resize it, e.g. to {w - w % f or f} x {h - h % f or f}.")

@@ -22,6 +22,7 @@ import warnings
 import torch
 
 from .images import latents_to_pil, pil_to_latents
+from .loader import sharing_pipeline
 from .loop import Generated, denoise, encode_prompt
 from .validate import check_guidance, check_picture, check_prompts, check_seed, check_steps, check_strength
 
@@ -46,15 +47,7 @@ def img2img_pipeline(pipe):
     """
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    if not hasattr(pipe, "components"):
-        raise TypeError(f"img2img_pipeline needs a diffusers pipeline, got {type(pipe).__name__}")
-    # Pass the loaded pipeline's own safety-checker setting along, so the mini model (which has
-    # none and does not require one) gives no warning and a real checkpoint keeps its checker.
-    i2i = StableDiffusionImg2ImgPipeline(
-        **pipe.components, requires_safety_checker=bool(pipe.config.get("requires_safety_checker", True))
-    )
-    i2i.set_progress_bar_config(disable=True)
-    return i2i
+    return sharing_pipeline(pipe, StableDiffusionImg2ImgPipeline, "img2img_pipeline")
 
 
 @torch.no_grad()
@@ -66,16 +59,16 @@ def noised_start(pipe, image, strength: float, num_inference_steps: int, generat
     ``latents`` is ``(1, 4, H/8, W/8)``; with strength 0 it is the clean latents themselves.
     """
     scheduler = pipe.scheduler
-    begin = start_step(num_inference_steps, strength)
-    clean = pil_to_latents(pipe.vae, [image], generator=generator)
-    scheduler.set_timesteps(num_inference_steps)
+    begin = start_step(num_inference_steps, strength)  # how many of the first steps to skip
+    clean = pil_to_latents(pipe.vae, [image], generator=generator)  # the picture's latents (a VAE sample)
+    scheduler.set_timesteps(num_inference_steps)  # the same timesteps as text-to-image with this many steps
     if begin == num_inference_steps:  # strength 0 (or too small for one step): nothing to redo
         return clean, begin, clean
-    index = begin * getattr(scheduler, "order", 1)
+    index = begin * getattr(scheduler, "order", 1)  # second-order schedulers list each timestep twice
     if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(index)
-    noise = torch.randn(clean.shape, generator=generator, device=generator.device, dtype=clean.dtype)
-    latents = scheduler.add_noise(clean, noise.to(clean.device), scheduler.timesteps[index : index + 1])
+        scheduler.set_begin_index(index)  # the scheduler's step counter starts here, not at 0
+    noise = torch.randn(clean.shape, generator=generator, device=generator.device, dtype=clean.dtype)  # fresh noise
+    latents = scheduler.add_noise(clean, noise.to(clean.device), scheduler.timesteps[index : index + 1])  # noise up
     return latents, begin, clean
 
 

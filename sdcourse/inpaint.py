@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .images import latents_to_pil, pil_to_latents
+from .loader import sharing_pipeline
 from .loop import Generated, denoise, encode_prompt
 from .validate import check_guidance, check_picture, check_prompts, check_seed, check_steps
 
@@ -104,13 +105,7 @@ def inpaint_pipeline(pipe):
     """
     from diffusers import StableDiffusionInpaintPipeline
 
-    if not hasattr(pipe, "components"):
-        raise TypeError(f"inpaint_pipeline needs a diffusers pipeline, got {type(pipe).__name__}")
-    inp = StableDiffusionInpaintPipeline(
-        **pipe.components, requires_safety_checker=bool(pipe.config.get("requires_safety_checker", True))
-    )
-    inp.set_progress_bar_config(disable=True)
-    return inp
+    return sharing_pipeline(pipe, StableDiffusionInpaintPipeline, "inpaint_pipeline")
 
 
 def inpaint(pipe, image, mask, prompt, steps: int = 20, guidance: float = 7.5, seed: int = 0, *,
@@ -139,10 +134,10 @@ def inpaint(pipe, image, mask, prompt, steps: int = 20, guidance: float = 7.5, s
     noise = torch.randn(clean.shape, generator=generator, device=generator.device, dtype=clean.dtype).to(clean.device)
     m = m.to(clean.device, clean.dtype)
 
-    def paste_back(index, t, latents):
-        timesteps = scheduler.timesteps
+    def paste_back(index, t, latents):  # runs after every step of the loop
+        timesteps = scheduler.timesteps  # set by denoise for this many steps
         if index < len(timesteps) - 1:  # the outside, noised to the level the next step expects
-            known = scheduler.add_noise(clean, noise, timesteps[index + 1 : index + 2])
+            known = scheduler.add_noise(clean, noise, timesteps[index + 1 : index + 2])  # same noise every step
         else:  # after the last step: the clean picture's latents
             known = clean
         # .contiguous(): the broadcast with the (1, 1, h, w) mask can return a channels-last

@@ -71,21 +71,21 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0
         return v0.clone()
     if t == 1.0:
         return v1.clone()
-    a, b = v0.double().flatten(), v1.double().flatten()
-    na, nb = a.norm(), b.norm()
+    a, b = v0.double().flatten(), v1.double().flatten()  # each tensor as one long vector, in float64
+    na, nb = a.norm(), b.norm()  # their lengths
     if na == 0 or nb == 0:
         raise ValueError("cannot slerp a tensor of norm 0: the angle to it is undefined")
-    dot = torch.dot(a / na, b / nb).clamp(-1.0, 1.0)
+    dot = torch.dot(a / na, b / nb).clamp(-1.0, 1.0)  # cosine of the angle between them
     if dot < -dot_threshold:
         raise ValueError(f"v0 and v1 point in opposite directions (cosine {float(dot):.4f}): every great circle "
                          f"joins them, so slerp has no single path (and lerp would pass through 0); "
                          f"use a third tensor as a stop on the way (slerp_path).")
-    if dot > dot_threshold:
+    if dot > dot_threshold:  # nearly parallel: sin(theta) ~ 0, and the straight line is as good
         return lerp(t, v0, v1)
-    theta = torch.arccos(dot)
+    theta = torch.arccos(dot)  # the angle between v0 and v1
     sin_theta = torch.sin(theta)
-    out = (torch.sin((1 - t) * theta) / sin_theta) * a + (torch.sin(t * theta) / sin_theta) * b
-    return out.reshape(v0.shape).to(v0.dtype)
+    out = (torch.sin((1 - t) * theta) / sin_theta) * a + (torch.sin(t * theta) / sin_theta) * b  # t of the arc
+    return out.reshape(v0.shape).to(v0.dtype)  # back to v0's shape and dtype
 
 
 def frame_times(num_frames: int) -> list[float]:
@@ -98,7 +98,8 @@ def frame_times(num_frames: int) -> list[float]:
     return [i / (n - 1) for i in range(n)]
 
 
-def slerp_frames(v0: torch.Tensor, v1: torch.Tensor, num_frames: int, dot_threshold: float = 0.9995) -> list[torch.Tensor]:
+def slerp_frames(v0: torch.Tensor, v1: torch.Tensor, num_frames: int,
+                 dot_threshold: float = 0.9995) -> list[torch.Tensor]:
     """The ``num_frames`` tensors ``slerp(t, v0, v1)`` for t evenly spaced from 0 to 1 (first is v0, last is v1)."""
     _check_pair(v0, v1)
     return [slerp(t, v0, v1, dot_threshold) for t in frame_times(num_frames)]
@@ -160,12 +161,14 @@ def render_frames(pipe, latents, embeddings, steps: int = 20, guidance: float = 
                         f"got {type(embeddings).__name__}.")
     embeddings = list(embeddings)
     if len(embeddings) != len(latents):
-        raise ValueError(f"got {len(latents)} latents but {len(embeddings)} embeddings; give one per frame or one for all")
+        raise ValueError(f"got {len(latents)} latents but {len(embeddings)} embeddings; "
+                         f"give one per frame or one for all")
     for i, (lat, emb) in enumerate(zip(latents, embeddings)):
         check_tensor(lat, f"latents[{i}]")
         check_tensor(emb, f"embeddings[{i}]")
         if lat.ndim != 4 or lat.shape[0] != 1 or lat.shape[1:] != latents[0].shape[1:]:
-            raise ValueError(f"latents[{i}] must have shape {tuple(latents[0].shape)} like latents[0], got {tuple(lat.shape)}")
+            raise ValueError(f"latents[{i}] must have shape {tuple(latents[0].shape)} like latents[0], "
+                             f"got {tuple(lat.shape)}")
         if emb.ndim != 3 or emb.shape[0] != 2 or emb.shape[1:] != embeddings[0].shape[1:]:
             raise ValueError(f"embeddings[{i}] must be an [uncond, cond] tensor of shape (2, tokens, hidden), "
                              f"got {tuple(emb.shape)}")

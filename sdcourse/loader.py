@@ -357,6 +357,19 @@ def _fallback(repo_id: str, reason: str, dtype: torch.dtype):
     return _from_folder(MINI_MODEL_DIR, dtype, mini=True)
 
 
+def sharing_pipeline(pipe, cls, caller: str):
+    """A pipeline of class ``cls`` (img2img, inpainting, ...) that shares ``pipe``'s modules: no second copy.
+
+    The loaded pipeline's own safety-checker setting is passed along, so the mini model (which
+    has none and needs none) gives no warning and a real checkpoint keeps its checker.
+    """
+    if not hasattr(pipe, "components"):
+        raise TypeError(f"{caller} needs a diffusers pipeline, got {type(pipe).__name__}")
+    shared = cls(**pipe.components, requires_safety_checker=bool(pipe.config.get("requires_safety_checker", True)))
+    shared.set_progress_bar_config(disable=True)
+    return shared
+
+
 def is_mini_model(pipe) -> bool:
     """True when ``pipe`` is the bundled mini model (however it was loaded), False for anything else.
 

@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .images import check_vae, latents_to_pil
+from .images import check_vae, latents_to_pil, vae_factor
 from .seeds import make_generator
 from .validate import check_guidance, check_prompts, check_seed, check_size, check_steps, check_tensor
 
@@ -229,33 +229,35 @@ def denoise(unet, scheduler, text_embeddings: torch.Tensor, latents: torch.Tenso
     if generator is not None and "generator" in inspect.signature(scheduler.step).parameters:
         step_kwargs["generator"] = generator  # only noise-adding schedulers (Euler ancestral, ...) take one
 
-    x0s = []
-    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="denoise")):
-        model_input = torch.cat([latents] * 2) if guided else latents
-        model_input = scheduler.scale_model_input(model_input, t)
-        noise_pred = unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
-        if guided:
-            noise_uncond, noise_cond = noise_pred.chunk(2)
-            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
-        output = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
-        if return_x0:
+    x0s = []  # the predicted clean latents, one per step, when return_x0 is asked for
+    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="denoise")):  # t: noisiest first
+        model_input = torch.cat([latents] * 2) if guided else latents  # one copy per half: [uncond, cond]
+        model_input = scheduler.scale_model_input(model_input, t)  # K-LMS/Euler divide by sqrt(sigma^2 + 1)
+        noise_pred = unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]  # the noise guess
+        if guided:  # classifier-free guidance: push away from the unconditional guess
+            noise_uncond, noise_cond = noise_pred.chunk(2)  # the two halves of the batch
+            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)  # extrapolate towards the prompt
+        output = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)  # one step towards clean
+        if return_x0:  # what the model thinks the clean latents are at this step
             x0s.append(predict_x0(scheduler, latents, noise_pred, t, output).detach().cpu())
-        latents = output.prev_sample
-        if callback is not None:
-            replaced = callback(begin + i, t, latents)
-            if replaced is not None:
-                if not torch.is_tensor(replaced) or replaced.shape != latents.shape:
-                    raise TypeError(f"callback must return None or a tensor of shape {tuple(latents.shape)}; "
-                                    f"at step {begin + i} it returned {type(replaced).__name__} {_brief(replaced)}.")
-                latents = replaced
+        latents = output.prev_sample  # the slightly less noisy latents for the next step
+        if callback is not None:  # e.g. inpainting pastes the known region back here
+            latents = _callback_result(callback(begin + i, t, latents), latents, begin + i)
     if not bool(torch.isfinite(latents).all()):
         raise ValueError(f"the loop produced NaN or infinite latents (guidance_scale {guidance_scale:g}, "
                          f"{num_inference_steps} steps); the picture would be black. Try a guidance_scale near 7.5.")
     return (latents, x0s) if return_x0 else latents
 
 
-def _brief(value) -> str:
-    return f"of shape {tuple(value.shape)}" if torch.is_tensor(value) else repr(value)[:60]
+def _callback_result(replaced, latents: torch.Tensor, step: int) -> torch.Tensor:
+    """The latents to continue from: the callback's tensor if it returned one of the right shape, else ``latents``."""
+    if replaced is None:
+        return latents
+    if not torch.is_tensor(replaced) or replaced.shape != latents.shape:
+        brief = f"of shape {tuple(replaced.shape)}" if torch.is_tensor(replaced) else repr(replaced)[:60]
+        raise TypeError(f"callback must return None or a tensor of shape {tuple(latents.shape)}; "
+                        f"at step {step} it returned {type(replaced).__name__} {brief}.")
+    return replaced
 
 
 # --------------------------------------------------------------------------- all together
@@ -271,7 +273,8 @@ class Generated:
 def check_scheduler(scheduler):
     """Return ``scheduler`` if it is a diffusers scheduler object, else raise (a name is not enough)."""
     if not all(callable(getattr(scheduler, n, None)) for n in ("set_timesteps", "step", "scale_model_input")):
-        hint = " (make one with sdcourse.make_scheduler(name, pipe.scheduler.config))" if isinstance(scheduler, str) else ""
+        hint = (" (make one with sdcourse.make_scheduler(name, pipe.scheduler.config))"
+                if isinstance(scheduler, str) else "")
         raise TypeError(f"scheduler must be a diffusers scheduler object; got {scheduler!r} of type "
                         f"{type(scheduler).__name__}{hint}.")
     return scheduler
@@ -311,7 +314,7 @@ def generate(pipe_or_components, prompt, seed: int = 0, steps: int = 20, guidanc
     tokenizer, text_encoder, unet, vae, own_scheduler = _parts(pipe_or_components)
     scheduler = own_scheduler if scheduler is None else check_scheduler(scheduler)
     check_vae(vae)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)  # how pipelines compute vae_scale_factor
+    factor = vae_factor(vae)  # 8 for SD: each latent pixel covers 8 x 8 picture pixels
     height = unet.config.sample_size * factor if height is None else height
     width = unet.config.sample_size * factor if width is None else width
     check_size(height, width)

@@ -41,7 +41,8 @@ def to_array(image, name: str = "image") -> np.ndarray:
                                  f"give floats in [0, 1] or a uint8 array in 0..255")
             arr = image.astype(np.float64) * 255.0
         else:
-            raise TypeError(f"{name} must be a uint8 array (0..255) or a float array in [0, 1], got dtype {image.dtype}")
+            raise TypeError(f"{name} must be a uint8 array (0..255) or a float array in [0, 1], "
+                            f"got dtype {image.dtype}")
     else:
         raise TypeError(f"{name} must be a PIL picture or an H x W x 3 array, got {type(image).__name__}")
     return arr
@@ -62,7 +63,8 @@ def _region(mask, shape) -> np.ndarray:
     mask = np.asarray(mask).astype(bool)
     mask = mask.reshape(mask.shape[-2:]) if mask.ndim > 2 and mask.size == shape[0] * shape[1] else mask
     if mask.shape != tuple(shape[:2]):
-        raise ValueError(f"the region is {mask.shape[1]}x{mask.shape[0]} pixels but the pictures are {shape[1]}x{shape[0]}")
+        raise ValueError(f"the region is {mask.shape[1]}x{mask.shape[0]} pixels "
+                         f"but the pictures are {shape[1]}x{shape[0]}")
     if not mask.any():
         raise ValueError("the region is empty: it selects no pixel, so there is nothing to compare")
     return mask

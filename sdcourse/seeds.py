@@ -39,7 +39,8 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
         raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda' or 'mps'.") from None
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda' or 'mps'.")
-    if (dev.type == "cuda" and not torch.cuda.is_available()) or (dev.type == "mps" and not torch.backends.mps.is_available()):
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[dev.type]:
         raise ValueError(f"device {device!r} was asked for, but this machine has no such GPU visible to torch; "
                          f"use 'cpu' (the default, which gives the same noise everywhere).")
     return torch.Generator(device=dev).manual_seed(seed)

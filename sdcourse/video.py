@@ -57,7 +57,8 @@ def check_frames(frames) -> list[np.ndarray]:
     for i, a in enumerate(arrays):
         if a.shape != size:
             raise ValueError(
-                f"all frames must have the same size: frame 0 is {size[1]}x{size[0]}, frame {i} is {a.shape[1]}x{a.shape[0]}"
+                f"all frames must have the same size: frame 0 is {size[1]}x{size[0]}, "
+                f"frame {i} is {a.shape[1]}x{a.shape[0]}"
             )
     return arrays
 
