@@ -9,9 +9,9 @@ Shapes used throughout (B pictures, H x W pixels, the VAE shrinks each side by 8
 
 Example::
 
-    >>> latents = pil_to_latents(pipe.vae, [picture])      # (1, 4, H/8, W/8)
-    >>> again = latents_to_pil(pipe.vae, latents)[0]        # a PIL picture, close to `picture`
-    >>> show(image_grid([picture, again], rows=1, cols=2))
+    >>> latents = pil_to_latents(pipe.vae, [picture])      # (1, 4, H/8, W/8)  # doctest: +SKIP
+    >>> again = latents_to_pil(pipe.vae, latents)[0]        # a PIL picture, close to `picture`  # doctest: +SKIP
+    >>> show(image_grid([picture, again], rows=1, cols=2))  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ def image_grid(images: Sequence[Image.Image], rows: int, cols: int) -> Image.Ima
 
     Example::
 
-        >>> grid = image_grid(pipe(["a red circle"] * 4).images, rows=2, cols=2)
-        >>> grid.size   # (2 * width, 2 * height)
+        >>> grid = image_grid(pipe(["a red circle"] * 4).images, rows=2, cols=2)  # doctest: +SKIP
+        >>> grid.size   # (2 * width, 2 * height)  # doctest: +SKIP
     """
     images = _as_list(images)
     for name, value in (("rows", rows), ("cols", cols)):
@@ -108,8 +108,8 @@ def show(images, rows: int | None = None, cols: int | None = None, min_size: int
 
     Example::
 
-        >>> show(pipe("a small blue square").images[0])
-        >>> show(images, rows=2, cols=4)
+        >>> show(pipe("a small blue square").images[0])  # doctest: +SKIP
+        >>> show(images, rows=2, cols=4)  # doctest: +SKIP
     """
     from IPython.display import display
 
@@ -195,7 +195,7 @@ def pil_to_latents(vae, images, generator: torch.Generator | None = None) -> tor
 
     Example::
 
-        >>> pil_to_latents(pipe.vae, [picture]).shape     # picture of 512 x 512 pixels
+        >>> pil_to_latents(pipe.vae, [picture]).shape     # picture of 512 x 512 pixels  # doctest: +SKIP
         torch.Size([1, 4, 64, 64])
     """
     check_vae(vae)
@@ -225,7 +225,7 @@ def latents_to_pil(vae, latents: torch.Tensor) -> list[Image.Image]:
 
     Example::
 
-        >>> latents_to_pil(pipe.vae, torch.randn(1, 4, 8, 8))[0].size   # the mini model's VAE
+        >>> latents_to_pil(pipe.vae, torch.randn(1, 4, 8, 8))[0].size   # the mini model's VAE  # doctest: +SKIP
         (64, 64)
     """
     channels = check_vae(vae).config.latent_channels

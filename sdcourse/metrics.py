@@ -22,7 +22,7 @@ from PIL import Image
 def to_array(image, name: str = "image") -> np.ndarray:
     """A picture as a float64 H x W x C array in 0..255.
 
-    Accepts a PIL picture, an H x W x C uint8 array (0..255), or an H x W x C float array in [0, 1]
+    Accepts a PIL picture, an H x W x C integer array (0..255), or an H x W x C float array in [0, 1]
     (multiplied by 255, so the same picture gives the same PSNR either way). A float array with
     values outside [0, 1], or with NaN, is refused: its scale cannot be told.
     """
@@ -31,7 +31,10 @@ def to_array(image, name: str = "image") -> np.ndarray:
     elif isinstance(image, np.ndarray) and image.ndim == 3:
         if image.size == 0:
             raise ValueError(f"{name} is empty: shape {image.shape}")
-        if image.dtype == np.uint8:
+        if np.issubdtype(image.dtype, np.integer):
+            if image.min() < 0 or image.max() > 255:
+                raise ValueError(f"{name} is an integer array with values from {image.min()} to {image.max()}; "
+                                 f"pixel values must lie in 0..255")
             arr = image.astype(np.float64)
         elif np.issubdtype(image.dtype, np.floating):
             if not np.isfinite(image).all():
@@ -41,7 +44,7 @@ def to_array(image, name: str = "image") -> np.ndarray:
                                  f"give floats in [0, 1] or a uint8 array in 0..255")
             arr = image.astype(np.float64) * 255.0
         else:
-            raise TypeError(f"{name} must be a uint8 array (0..255) or a float array in [0, 1], "
+            raise TypeError(f"{name} must be an integer array (0..255) or a float array in [0, 1], "
                             f"got dtype {image.dtype}")
     else:
         raise TypeError(f"{name} must be a PIL picture or an H x W x 3 array, got {type(image).__name__}")

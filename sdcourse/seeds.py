@@ -27,8 +27,8 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
 
     Example::
 
-        >>> pipe(prompt, generator=make_generator(0)).images[0]
-        >>> [make_generator(s) for s in range(4)]   # one generator per picture of a batch
+        >>> pipe(prompt, generator=make_generator(0)).images[0]  # doctest: +SKIP
+        >>> [make_generator(s) for s in range(4)]   # one generator per picture of a batch  # doctest: +SKIP
     """
     seed = check_seed(seed)
     if not isinstance(device, (str, torch.device)):

@@ -314,3 +314,11 @@ def test_loader_model_id_not_loadable_offline(monkeypatch, capsys):
     assert "someone/not-a-model cannot be loaded" in said and "mini model" in said
     assert sdcourse.is_mini_model(pipe)
     assert elapsed < 10  # it loads the small bundled model instead (about 1 s when the machine is quiet)
+
+
+def test_psnr_integer_arrays_in_range_and_out_of_range():
+    a = np.full((8, 8, 3), 100, np.int64)
+    b = np.full((8, 8, 3), 110, np.int64)
+    assert psnr(a, b) == pytest.approx(psnr(a.astype(np.uint8), b.astype(np.uint8)))
+    with pytest.raises(ValueError, match="a is an integer array with values from -5 to -5"):
+        psnr(np.full((8, 8, 3), -5, np.int16), np.zeros((8, 8, 3), np.int16))
