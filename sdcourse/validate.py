@@ -130,7 +130,7 @@ def check_int(value, name: str, low: int | None = None, high: int | None = None,
         raise TypeError(f"{name} must be a whole number{hint}; got {value!r} of type {type(value).__name__}.")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be {_bounds(low, high)}{meaning}; got {value}.")
+        raise ValueError(f"{name} must be {_bounds(low, high)}{meaning}, got {value}")
     return value
 
 
@@ -149,7 +149,7 @@ def check_number(value, name: str, low: float | None = None, high: float | None 
     value = float(value)
     if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
         bounds = "finite" if low is None and high is None else _bounds(low, high)
-        raise ValueError(f"{name} must be {bounds}{meaning}; got {value:g}.")
+        raise ValueError(f"{name} must be {bounds}{meaning}, got {value:g}")
     return value
 
 

@@ -67,7 +67,7 @@ def test_huge_course_picture_refused():
 @pytest.mark.parametrize("sampler", ["euler", "klms", "pndm", "dpm++"])
 def test_ten_thousand_steps_refused(pipe, sampler):
     scheduler = sdcourse.make_scheduler(sampler, pipe.scheduler.config)
-    with fast(), pytest.raises(ValueError, match="num_inference_steps must be from 1 to 1000; got 10000"):
+    with fast(), pytest.raises(ValueError, match="num_inference_steps must be from 1 to 1000, got 10000"):
         generate(pipe, "a red circle", steps=10000, scheduler=scheduler)
 
 
@@ -106,7 +106,7 @@ def test_nan_and_inf_refused_not_drawn_black(pipe):
 
 
 def test_guidance_1e30_refused():
-    with pytest.raises(ValueError, match=r"guidance_scale must be from 0 to 100 .*; got 1e\+30"):
+    with pytest.raises(ValueError, match=r"guidance_scale must be from 0 to 100 .*, got 1e\+30"):
         check_guidance(1e30)
 
 
@@ -119,8 +119,8 @@ def test_cuda_generator_without_cuda():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(rows=0), "rows must be from 1 to 2; got 0"),
-    (dict(cols=0), "cols must be from 1 to 2; got 0"),
+    (dict(rows=0), "rows must be from 1 to 2, got 0"),
+    (dict(cols=0), "cols must be from 1 to 2, got 0"),
     (dict(rows=2.5), "rows must be a whole number; got 2.5"),
 ])
 def test_show_bad_rows_cols(kwargs, match):
@@ -241,7 +241,7 @@ def test_mp4_to_unwritable_path(tmp_path):
 @pytest.mark.parametrize("call, error, match", [
     (lambda p: write_gif(frames(), None), TypeError, "path must be a file name such as 'out.gif'; got None"),
     (lambda p: write_mp4(frames(), None), TypeError, "path must be a file name such as 'out.mp4'; got None"),
-    (lambda p: write_mp4(frames(), p / "a.mp4", quality=100), ValueError, "quality must be from 0 to 10; got 100"),
+    (lambda p: write_mp4(frames(), p / "a.mp4", quality=100), ValueError, "quality must be from 0 to 10, got 100"),
     (lambda p: write_mp4(frames(), p / "a.mp4", quality="high"), TypeError, "quality must be a number.*'high'"),
 ])
 def test_video_writer_arguments(tmp_path, call, error, match):

@@ -123,7 +123,7 @@ def test_known_scheduler_names():
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    (dict(steps=0), ValueError, "from 1 to 1000; got 0"),
+    (dict(steps=0), ValueError, "from 1 to 1000, got 0"),
     (dict(steps=2.5), TypeError, "whole number such as 20; got 2.5"),
     (dict(scheduler="pndm"), ValueError, r"Unknown scheduler 'pndm' for the fast loop; choose one of \['euler', 'klms'\]"),
     (dict(guidance_scale=-1.0), ValueError, "from 0 to 100 .*got -1"),

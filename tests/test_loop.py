@@ -193,7 +193,7 @@ def test_bad_guidance(value, error, message):
 
 
 @pytest.mark.parametrize("value, error, message", [
-    (0, ValueError, "num_inference_steps must be from 1 to 1000; got 0"),
+    (0, ValueError, "num_inference_steps must be from 1 to 1000, got 0"),
     (-3, ValueError, "got -3"),
     (2.5, TypeError, "num_inference_steps must be a whole number such as 20; got 2.5"),
 ])
