@@ -357,9 +357,10 @@ class Playground:
             upload.observe(lambda _: self._refresh(), "value")
         self._refresh()
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.panel)
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.panel._repr_mimebundle_(**kwargs)  # the panel, where widgets can be drawn
+        bundle["text/plain"] = "Playground panel (its widgets show in a running notebook: JupyterLab, Colab)"
+        return bundle
 
     # ----------------------------------------------------------------- reading the knobs
     def settings(self) -> Settings:

@@ -58,6 +58,9 @@ def start_jupyterlab(tmp: Path):
                JUPYTER_DATA_DIR=str(tmp / "data"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"))
+    news = tmp / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text(json.dumps({"fetchNews": "false"}))  # no "Jupyter news?" pop-up over the page
     port, token = free_port(), secrets.token_hex(16)
     log = open(tmp / "jupyterlab.log", "w")
     server = subprocess.Popen(
@@ -148,6 +151,7 @@ def test_playground_in_jupyterlab_in_chromium(tmp_path, pipe):
     shots.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     server, url, token = start_jupyterlab(tmp_path)
+    page = None
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
@@ -169,7 +173,7 @@ def test_playground_in_jupyterlab_in_chromium(tmp_path, pipe):
             page.locator(".sdc-prompt input").fill(prompt)
             page.locator(".sdc-seed input").fill("5")
             page.locator(".sdc-seed input").press("Enter")
-            page.locator("button.sdc-generate").click()
+            page.locator("button.sdc-generate-button").click()
             wait_for_status(page, "Done", "txt2img", "seed 5")
             shown = page_picture(page)
             # the notebook's own cells left 2 pictures, DDIM, 20 steps: the same settings headless
@@ -181,7 +185,7 @@ def test_playground_in_jupyterlab_in_chromium(tmp_path, pipe):
             # a bad input: one sentence next to the width knob, the picture kept
             page.locator(".sdc-width input").fill("500")
             page.locator(".sdc-width input").press("Enter")
-            page.locator("button.sdc-generate").click()
+            page.locator("button.sdc-generate-button").click()
             page.wait_for_function("() => document.querySelector('.sdc-width-error').textContent.includes('500')",
                                    timeout=WAIT_MS)
             assert "Traceback" not in page.locator(".sdc-panel").inner_text()
@@ -192,13 +196,17 @@ def test_playground_in_jupyterlab_in_chromium(tmp_path, pipe):
 
             # img2img from the course's scene picture
             page.locator(".sdc-mode button", has_text="img2img").click()
-            page.locator("button.sdc-generate").click()
+            page.locator("button.sdc-generate-button").click()
             wait_for_status(page, "Done", "img2img", "seed 5")
             assert page.locator(".sdc-width-error").inner_text() == ""
             expected = headless_picture(pipe, mode="img2img", prompt=prompt, seed=5, n_images=2, scheduler="ddim")
             np.testing.assert_array_equal(page_picture(page), expected)
             page.locator(".sdc-panel").screenshot(path=str(shots / "playground_img2img.png"))
             browser.close()
+    except Exception:
+        if page is not None:  # what the page showed when it went wrong
+            page.screenshot(path=str(shots / "failure.png"))
+        raise
     finally:
         stop_jupyterlab(server, url, token)
     print(f"browser test: {time.perf_counter() - started:.0f} s; screenshots in {shots.name}/")
