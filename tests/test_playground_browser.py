@@ -210,3 +210,9 @@ def test_playground_in_jupyterlab_in_chromium(tmp_path, pipe):
     finally:
         stop_jupyterlab(server, url, token)
     print(f"browser test: {time.perf_counter() - started:.0f} s; screenshots in {shots.name}/")
+
+
+def test_a_missing_chromium_is_a_failure_not_a_skip(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    with pytest.raises(pytest.fail.Exception, match="install Debian's chromium package"):
+        test_playground_in_jupyterlab_in_chromium(tmp_path, pipe=None)
