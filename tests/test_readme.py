@@ -19,9 +19,9 @@ def test_colab_badges_point_at_the_linked_notebooks():
         assert Path(link).name.startswith(number + "_")
 
 
-def test_notebook_table_has_ten_chapters_in_order():
+def test_notebook_table_lists_the_chapters_in_order():
     rows = re.findall(r"^\| (\d\d) \|", README, re.M)
-    assert rows == [f"{n:02d}" for n in range(1, 11)]
+    assert len(rows) >= 11 and rows == [f"{n:02d}" for n in range(1, len(rows) + 1)]
 
 
 def test_the_two_commands_exist_and_ci_runs_the_test_command():
