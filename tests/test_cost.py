@@ -34,3 +34,13 @@ def test_counting_twice_at_once_is_refused():
     with cost.count_unet_calls():
         with pytest.raises(RuntimeError, match="already"):
             cost.start_counting()
+
+
+def test_every_notebook_states_its_colab_cost_near_the_top():
+    import json
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        where = [i for i, c in enumerate(code) if "sdcourse.colab_cost(" in "".join(c["source"])]
+        assert where and where[0] < 8, f"{path.name}: print(sdcourse.colab_cost(N)) belongs in its first code cells"
