@@ -63,10 +63,11 @@ SD14_SCHEDULER = dict(  # scheduler/scheduler_config.json of CompVis/stable-diff
     clip_sample=False, trained_betas=None, timestep_spacing="leading",
 )
 
-# The tiny setting: the same block types, sizes and factors, with widths small enough for a CPU and one
-# attention head (self-attention over the 64 x 64 latent positions is most of a CPU's time otherwise).
+# The tiny setting: the same block types, sizes and factors, with widths small enough for a CPU and two
+# attention heads (the fewest that attention slicing can halve; self-attention over the 64 x 64 latent
+# positions is most of a CPU's time, and it grows with the number of heads).
 TINY_UNET = {**SD14_UNET, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1, "norm_num_groups": 4,
-             "cross_attention_dim": 32, "attention_head_dim": 1}
+             "cross_attention_dim": 32, "attention_head_dim": 2}
 TINY_VAE = {**SD14_VAE, "block_out_channels": (4, 4, 4, 4), "layers_per_block": 1, "norm_num_groups": 2}
 TINY_TEXT = {**SD14_TEXT, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
              "num_attention_heads": 2, "projection_dim": 32}
