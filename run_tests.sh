@@ -3,7 +3,9 @@
 #
 #   bash run_tests.sh            # extra arguments go to pytest, e.g. bash run_tests.sh -x -k loader
 #
-# Runs offline (HF_HUB_OFFLINE=1) with the bundled mini model on whatever device is there.
+# Runs offline (HF_HUB_OFFLINE=1) with the bundled mini model on whatever device is there. Without extra
+# arguments it then runs every notebook a second time, on an SD v1-4-shaped stand-in built on the spot
+# (sdcourse/standin.py: 512 px, PNDM, random weights), so that every "if it is SD" setting runs too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -22,6 +24,13 @@ fi
 status=0
 .venv/bin/python -m pytest "${targets[@]}" --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
     --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@" || status=$?
+
+if [ "$#" -eq 0 ] && [ "${targets[*]}" = "tests notebooks" ]; then
+    echo "run_tests: every notebook again, on the SD v1-4-shaped stand-in (scripts/run_notebooks.py)"
+    standin="$(mktemp -d)"
+    .venv/bin/python scripts/run_notebooks.py --standin "$standin/sd" || status=$?
+    rm -rf "$standin"
+fi
 
 if [ "$status" -eq 5 ]; then
     echo "run_tests: pytest collected no tests (exit 5); check the paths and the -k/-m filters" >&2

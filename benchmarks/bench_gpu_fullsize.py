@@ -48,26 +48,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------------------------
-# Stable Diffusion v1.4 at full size (CompVis/stable-diffusion-v1-4), written out explicitly.
-SD14_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True,
-    freq_shift=0, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                                    "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, downsample_padding=1,
-    mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=768,
-    attention_head_dim=8,
-)
-SD14_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, sample_size=512, act_fn="silu",
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, scaling_factor=0.18215,
-)
-SD14_TEXT = dict(  # openai/clip-vit-large-patch14, text tower (special-token ids as the CLIP tokenizer gives them)
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=768,
-    bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-)
+# Stable Diffusion v1.4 at full size (CompVis/stable-diffusion-v1-4): the configs and the builder are
+# sdcourse.standin's (one builder, with a full-size and a tiny setting).
+sys.path.insert(0, str(ROOT))
+from sdcourse.standin import SD14_TEXT, SD14_UNET, SD14_VAE  # noqa: E402
+from sdcourse.standin import build_models as _build_models  # noqa: E402
+
 SD14_SCHEDULER = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
     steps_offset=1, prediction_type="epsilon",
@@ -86,20 +72,9 @@ NO_CUDA_MESSAGE = (
 )
 
 
-def build_models(device="cpu", dtype=torch.float32, configs=None):
-    """Random-weight UNet, VAE and CLIP text encoder built from the configs (``device="meta"``: no memory)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    unet_cfg, vae_cfg, text_cfg = configs or (SD14_UNET, SD14_VAE, SD14_TEXT)
-    torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel(**unet_cfg)
-        vae = AutoencoderKL(**vae_cfg)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
-    if torch.device(device).type != "meta":
-        unet, vae, text_encoder = (m.to(dtype).eval() for m in (unet, vae, text_encoder))
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder}
+def build_models(device="cpu", dtype=torch.float32):
+    """Random-weight UNet, VAE and CLIP text encoder of SD v1.4 (``device="meta"``: no memory)."""
+    return _build_models(device, dtype, full_size=True)
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -14,3 +14,4 @@ from .course_data import load_picture
 from .img2img import img2img, img2img_pipeline
 from .inpaint import inpaint, inpaint_pipeline
 from .animation import animate
+from .cost import colab_cost

@@ -1,0 +1,121 @@
+"""What a chapter costs with Stable Diffusion v1.x on a free Colab T4, and how to count it.
+
+Almost all of a chapter's time on a GPU goes into UNet calls: one per picture per sampling
+step (with classifier-free guidance that call sees two latents, the prompt's and the empty
+prompt's). :func:`colab_cost` turns a chapter's count of such calls into minutes on a T4,
+and each notebook prints it near its top.
+
+The per-call time is a published figure, not a measurement of ours: the diffusers
+documentation's PyTorch 2.0 benchmark ("Accelerated PyTorch 2.0 support in Diffusers",
+section Benchmark, table "T4 (batch size: 1)", row "SD - txt2img", column "torch 2.0 - no
+compile") gives **6.9 iterations per second** for Stable Diffusion v1.5 in float16 at 512 x 512
+(the same UNet architecture as v1-4). One iteration is one guided UNet call, so a call costs
+1 / 6.9 = 0.145 s. VAE decodes, the text encoder and loading the model come on top and are not
+counted here; ``scripts/gpu_check.sh`` measures whole notebooks on a GPU.
+
+:func:`count_unet_calls` counts the calls a piece of code really makes (the test suite and
+``scripts/gpu_check.sh`` check each notebook's stated count with it).
+
+Example::
+
+    >>> print(sdcourse.colab_cost(400))
+    Colab cost at SD size: 400 UNet calls x 0.145 s (T4, float16, 512 px) = about 58 s (1.0 min) of UNet time.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+T4_ITERATIONS_PER_S = 6.9
+"""Guided UNet calls per second, SD v1.5 float16 512 px, batch 1, free Colab GPU (T4); see the module text."""
+
+T4_SECONDS_PER_CALL = 1 / T4_ITERATIONS_PER_S
+
+T4_SOURCE = ("diffusers documentation, 'Accelerated PyTorch 2.0 support in Diffusers', Benchmark, "
+             "T4 (batch size: 1), SD - txt2img, torch 2.0 - no compile: 6.9 iterations/s "
+             "(https://huggingface.co/docs/diffusers/v0.17.0/en/optimization/torch2.0)")
+
+CHAPTER_GOAL_S = 5 * 60
+"""The course's goal: every chapter's UNet work fits in 5 minutes on a free Colab T4."""
+
+
+def colab_cost(unet_calls: int) -> str:
+    """One line: ``unet_calls`` guided UNet calls at SD size, and what they cost on a Colab T4.
+
+    A call is one picture's step (a batch of 4 pictures for 20 steps is 80 calls).
+    """
+    if isinstance(unet_calls, bool) or not isinstance(unet_calls, int) or unet_calls < 0:
+        raise ValueError(f"unet_calls must be a whole number >= 0, got {unet_calls!r}.")
+    global declared_calls
+    declared_calls = unet_calls
+    seconds = unet_calls * T4_SECONDS_PER_CALL
+    return (f"Colab cost at SD size: {unet_calls} UNet calls x {T4_SECONDS_PER_CALL:.3f} s (T4, float16, "
+            f"512 px) = about {seconds:.0f} s ({seconds / 60:.1f} min) of UNet time.")
+
+
+class UNetCounter:
+    """Counts UNet forward passes; ``calls`` is in pictures-steps (batch rows / 2 when guided)."""
+
+    def __init__(self):
+        self.forwards = 0
+        self.rows = 0
+
+    @property
+    def calls(self) -> int:
+        """Guided calls: latents passed through the UNet, halved (the prompt's and the empty prompt's)."""
+        return math.ceil(self.rows / 2)
+
+    def as_dict(self) -> dict:
+        return {"unet_forwards": self.forwards, "unet_rows": self.rows, "unet_calls": self.calls}
+
+
+_original_forward = None
+declared_calls = None
+"""The count the last :func:`colab_cost` call stated (the notebook runner compares it with what it counted)."""
+
+
+def start_counting() -> UNetCounter:
+    """Count every ``UNet2DConditionModel`` forward pass from now on, until :func:`stop_counting`."""
+    global _original_forward
+    from diffusers import UNet2DConditionModel
+
+    if _original_forward is not None:
+        raise RuntimeError("UNet calls are already being counted; call stop_counting() first.")
+    counter = UNetCounter()
+    original = _original_forward = UNet2DConditionModel.forward
+
+    def counted(self, sample, *args, **kwargs):
+        counter.forwards += 1
+        counter.rows += int(sample.shape[0])
+        return original(self, sample, *args, **kwargs)
+
+    UNet2DConditionModel.forward = counted
+    return counter
+
+
+def stop_counting() -> None:
+    """Stop counting (restores ``UNet2DConditionModel.forward``)."""
+    global _original_forward
+    from diffusers import UNet2DConditionModel
+
+    if _original_forward is not None:
+        UNet2DConditionModel.forward = _original_forward
+        _original_forward = None
+
+
+@contextlib.contextmanager
+def count_unet_calls():
+    """Count every ``UNet2DConditionModel`` forward pass made inside the ``with`` block.
+
+    Example::
+
+        >>> with sdcourse.cost.count_unet_calls() as counter:
+        ...     pipe("a red circle", num_inference_steps=20)
+        >>> counter.calls
+        20
+    """
+    counter = start_counting()
+    try:
+        yield counter
+    finally:
+        stop_counting()

@@ -1,0 +1,57 @@
+"""The SD v1-4-shaped stand-in: SD's sizes and settings, random weights, built in seconds."""
+import pytest
+import torch
+
+import sdcourse
+from sdcourse.standin import SD14_UNET, build_models, build_standin
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    folder = build_standin(tmp_path_factory.mktemp("standin") / "sd")
+    return sdcourse.load_pipeline(folder, device="cpu")
+
+
+def test_it_has_sd_v1_4_settings(standin):
+    pipe = standin
+    assert not sdcourse.is_mini_model(pipe)
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 512 and pipe.vae_scale_factor == 8
+    assert pipe.vae.config.latent_channels == pipe.unet.config.in_channels == 4
+    assert pipe.vae.config.scaling_factor == 0.18215
+    assert pipe.tokenizer.model_max_length == 77 and len(pipe.tokenizer) == 49408
+    assert pipe.text_encoder.config.hidden_size == pipe.unet.config.cross_attention_dim
+    cfg = pipe.scheduler.config
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler"
+    assert (cfg.beta_start, cfg.beta_end, cfg.beta_schedule) == (0.00085, 0.012, "scaled_linear")
+    assert cfg.steps_offset == 1 and cfg.skip_prk_steps and cfg.timestep_spacing == "leading"
+    assert pipe.safety_checker is None
+
+
+def test_it_generates_512_pixel_pictures_deterministically(standin):
+    a = standin("a red circle", num_inference_steps=2, generator=sdcourse.make_generator(0), output_type="np").images
+    b = standin("a red circle", num_inference_steps=2, generator=sdcourse.make_generator(0), output_type="np").images
+    assert a.shape == (1, 512, 512, 3) and (a == b).all()
+
+
+def test_the_weights_are_seeded_and_small(tmp_path):
+    one = build_models(seed=0)["unet"].conv_in.weight
+    two = build_models(seed=0)["unet"].conv_in.weight
+    other = build_models(seed=1)["unet"].conv_in.weight
+    assert torch.equal(one, two) and not torch.equal(one, other)
+    folder = build_standin(tmp_path / "sd")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 20e6  # tiny widths: a few MB, mostly the 49,408-token embedding
+
+
+def test_the_full_size_setting_is_sd_v1_4():
+    unet = build_models("meta", full_size=True)["unet"]
+    assert unet.config.block_out_channels == SD14_UNET["block_out_channels"]
+    assert round(sum(p.numel() for p in unet.parameters()) / 1e6) == 860
+
+
+def test_it_refuses_to_overwrite_other_folders(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a pipeline folder"):
+        build_standin(tmp_path)
+    with pytest.raises(ValueError, match="mini model"):
+        build_standin(sdcourse.MINI_MODEL_DIR)
