@@ -43,7 +43,7 @@ from .shapes import PALETTE
 from .validate import check_prompts, check_seed
 
 # How the heat maps are drawn over the picture (see overlay).
-HEAT_ALPHA = 0.6  # share of the heat colour in the blend
+HEAT_ALPHA = 0.65  # share of the heat colour in the blend (the rest: the picture in grey)
 
 
 # --------------------------------------------------------------------------- where the layers sit
@@ -345,31 +345,39 @@ def heat_colours(values: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = HEAT_ALPHA) -> Image.Image:
-    """The picture with a heat map (scaled to its own maximum) blended over it."""
+    """The picture with a heat map blended over it, stretched from its own minimum (dark) to maximum (bright)."""
     up = upsample(heat, (image.height, image.width))
-    up = up / max(up.max(), 1e-12)
-    base = np.asarray(image.convert("RGB"), dtype=float)
+    up = (up - up.min()) / max(up.max() - up.min(), 1e-12)
+    base = np.asarray(image.convert("L").convert("RGB"), dtype=float)  # grey picture: the heat's colours stand out
     return Image.fromarray(np.uint8((1 - alpha) * base + alpha * heat_colours(up)))
 
 
 def map_grid(image: Image.Image, words: list[tuple[str, torch.Tensor]], cell: int = 160, title: str | None = None,
-             alpha: float = HEAT_ALPHA) -> Image.Image:
-    """One row: the picture, then one heat map per word over it, each labelled with its word."""
+             cols: int = 7, alpha: float = HEAT_ALPHA) -> Image.Image:
+    """The picture, then one heat map per word over it, each labelled; ``cols`` cells per row.
+
+    Each map is stretched from its own minimum to its maximum (bright = where this word gets most attention).
+    """
     from PIL import ImageDraw, ImageFont
 
+    if not isinstance(cols, int) or isinstance(cols, bool) or cols < 1:
+        raise ValueError(f"cols must be a whole number >= 1, got {cols!r}.")
     font = ImageFont.load_default(size=max(12, cell // 9))
     label = cell // 6
-    top = label if title is None else 2 * label
+    head = 0 if title is None else label
     cells = [image] + [overlay(image, heat, alpha) for _, heat in words]
     names = ["picture"] + [w for w, _ in words]
-    grid = Image.new("RGB", (len(cells) * cell, cell + top), "white")
+    cols = min(cols, len(cells))
+    rows = -(-len(cells) // cols)
+    grid = Image.new("RGB", (cols * cell, head + rows * (cell + label)), "white")
     draw = ImageDraw.Draw(grid)
     if title is not None:
-        draw.text((4, label // 4), title, fill="black", font=font)
+        draw.text((4, label // 6), title, fill="black", font=font)
     for i, (picture, name) in enumerate(zip(cells, names)):
-        grid.paste(picture.resize((cell - 4, cell - 4), Image.NEAREST), (i * cell + 2, top + 2))
+        x, y = (i % cols) * cell, head + (i // cols) * (cell + label)
         width = draw.textlength(name, font=font)
-        draw.text((i * cell + (cell - width) / 2, top - label + label // 6), name, fill="black", font=font)
+        draw.text((x + (cell - width) / 2, y + label // 6), name, fill="black", font=font)
+        grid.paste(picture.resize((cell - 4, cell - 4), Image.NEAREST), (x + 2, y + label + 2))
     return grid
 
 
