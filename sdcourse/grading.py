@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,18 @@ def graded_notebooks(source_dir: str | Path = "notebooks") -> list[Path]:
 def _nbgrader(course: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
            f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}", "--log-level=WARN"]
-    return subprocess.run(cmd, cwd=course, capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ)  # nbgrader runs the `alembic` command of its own environment
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # A session of its own, so that a time-out ends nbgrader AND the kernel it started (a student's endless loop).
+    with subprocess.Popen(cmd, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _release(course: Path, notebooks: list[Path]) -> None:
