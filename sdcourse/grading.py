@@ -143,6 +143,8 @@ def _first_error(nb, grade_id: str) -> str:
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
                     return f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip().splitlines()[0][:300]
+            if any(out.get("name") == "stderr" for out in cell.get("outputs", [])):
+                return "the check cell printed a warning or error (stderr), which counts as not passed"
     return ""
 
 
