@@ -132,10 +132,6 @@ def graded(student_dir, tmp_path_factory):
     return rows, out
 
 
-def points(rows, student, chapter=None):
-    return {r.exercise: r.points for r in rows if r.student == student and (chapter is None or r.chapter == chapter)}
-
-
 def test_solutions_get_full_marks(graded):
     rows, _ = graded
     mine = [r for r in rows if r.student == "solution"]
