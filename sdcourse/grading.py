@@ -1,0 +1,303 @@
+"""Classroom assignments: student versions of the chapter notebooks, and an autograder.
+
+Both are thin wrappers around `nbgrader <https://nbgrader.readthedocs.io>`_, run on one machine
+in a throw-away nbgrader course folder (no JupyterHub, no Docker, no network):
+
+    python -m sdcourse.grading student                 # notebooks/ -> student/ (one file per chapter)
+    python -m sdcourse.grading grade submissions/      # -> grades/gradebook.csv, grades/feedback/*.md
+
+A chapter's graded exercises are the nbgrader cells at the end of its notebook: an answer cell whose
+``### BEGIN SOLUTION`` ... ``### END SOLUTION`` part the student version replaces with
+``raise NotImplementedError()``, and a locked check cell worth some points whose public asserts
+stay in the student version while its ``### BEGIN HIDDEN TESTS`` part is removed (and put back when
+grading). Submissions are laid out one folder per student: ``submissions/<student>/NN_name.ipynb``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+CHAPTER_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DEFAULT_NOTEBOOK_TIMEOUT = 300  # seconds for a whole submitted notebook
+DEFAULT_CELL_TIMEOUT = 120  # seconds for one cell
+
+
+@dataclass
+class Exercise:
+    """One graded exercise of a chapter: its check cell's id and what it is worth."""
+    chapter: str
+    grade_id: str
+    points: float
+
+
+@dataclass
+class Row:
+    """One line of the gradebook."""
+    student: str
+    chapter: str
+    exercise: str
+    points: float
+    max_points: float
+    note: str = ""
+
+
+def chapter_of(name: str) -> str:
+    """The assignment name of a chapter notebook's file name: ``"04_klms_loop_by_hand.ipynb"`` -> ``"ch04"``."""
+    match = CHAPTER_FILE.match(Path(name).name)
+    if not match:
+        raise ValueError(f"{name!r} is not a chapter notebook name (expected NN_name.ipynb, e.g. 04_klms_loop_by_hand.ipynb)")
+    return f"ch{match.group(1)}"
+
+
+def exercises(notebook) -> list[Exercise]:
+    """The graded check cells of a notebook (a path or an ``nbformat`` notebook), in order."""
+    nb = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, (str, Path)) else notebook
+    chapter = chapter_of(notebook) if isinstance(notebook, (str, Path)) else ""
+    found = []
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") and cell.cell_type == "code":
+            found.append(Exercise(chapter, meta["grade_id"], float(meta.get("points", 0))))
+    return found
+
+
+def graded_notebooks(source_dir: str | Path = "notebooks") -> list[Path]:
+    """The chapter notebooks in ``source_dir`` that have graded exercises."""
+    source_dir = Path(source_dir)
+    if not source_dir.is_dir():
+        raise ValueError(f"source_dir={str(source_dir)!r} is not a folder of chapter notebooks")
+    return [p for p in sorted(source_dir.glob("*.ipynb")) if CHAPTER_FILE.match(p.name) and exercises(p)]
+
+
+def _nbgrader(course: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
+           f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}", "--log-level=WARN"]
+    env = dict(os.environ)  # nbgrader runs the `alembic` command of its own environment
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # A session of its own, so that a time-out ends nbgrader AND the kernel it started (a student's endless loop).
+    with subprocess.Popen(cmd, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _release(course: Path, notebooks: list[Path]) -> None:
+    """Copy the source notebooks into the course folder and run ``nbgrader generate_assignment`` on each."""
+    for path in notebooks:
+        chapter = chapter_of(path.name)
+        (course / "source" / chapter).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, course / "source" / chapter / path.name)
+        done = _nbgrader(course, "generate_assignment", chapter, "--force", "--create")
+        if done.returncode != 0:
+            raise RuntimeError(f"nbgrader could not make the student version of {path.name}:\n{done.stderr[-2000:]}")
+
+
+def make_student_versions(source_dir: str | Path = "notebooks", out_dir: str | Path = "student",
+                          notebooks: list[str | Path] | None = None) -> list[Path]:
+    """Write the student version of every graded chapter notebook into ``out_dir``.
+
+    Solutions and hidden tests are removed, public checks kept, outputs cleared; the Colab badge and
+    the setup cell are ordinary cells and stay. Returns the paths written.
+    """
+    paths = [Path(p) for p in notebooks] if notebooks else graded_notebooks(source_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="sdcourse-nbgrader-") as tmp:
+        course = Path(tmp)
+        _release(course, paths)
+        for path in paths:
+            released = course / "release" / chapter_of(path.name) / path.name
+            target = out_dir / path.name
+            shutil.copy(released, target)
+            written.append(target)
+    return written
+
+
+def _check_cell_ids(nb) -> set[str]:
+    return {c.metadata.nbgrader["grade_id"] for c in nb.cells
+            if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")}
+
+
+def _first_error(nb, grade_id: str) -> str:
+    """The error a graded check cell printed in an autograded notebook, as one line."""
+    for cell in nb.cells:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    return f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip().splitlines()[0][:300]
+            if any(out.get("name") == "stderr" for out in cell.get("outputs", [])):
+                return "the check cell printed a warning or error (stderr), which counts as not passed"
+    return ""
+
+
+def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_timeout: float,
+               cell_timeout: float) -> list[Row]:
+    """Grade one student's notebook for one chapter; every failure becomes rows with 0 and a reason."""
+    chapter = chapter_of(source.name)
+    expected = exercises(source)
+
+    def all_zero(reason):
+        return [Row(student, chapter, ex.grade_id, 0.0, ex.points, reason) for ex in expected]
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as exc:  # not JSON, not a notebook, unreadable
+        return all_zero(f"{path.name} is not a readable notebook ({type(exc).__name__}); nothing could be graded")
+    present = _check_cell_ids(nb)
+    target = course / "submitted" / student / chapter
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, target / source.name)
+    try:
+        done = _nbgrader(course, "autograde", chapter, f"--student={student}", "--create", "--force",
+                         f"--ExecutePreprocessor.timeout={int(cell_timeout)}", f"--Execute.timeout={int(cell_timeout)}",
+                         timeout=notebook_timeout)
+    except subprocess.TimeoutExpired:
+        return all_zero(f"the notebook ran past the time limit of {notebook_timeout:.0f} s; nothing could be graded")
+    graded = course / "autograded" / student / chapter / source.name
+    if done.returncode != 0 or not graded.exists():
+        tail = [line for line in (done.stderr or "").splitlines() if line.strip()]
+        why = "a cell ran past the time limit" if "Timeout" in (done.stderr or "") else "the grader could not run it"
+        return all_zero(f"{why}; nothing could be graded ({tail[-1][:200] if tail else 'no message'})")
+    from nbgrader.api import Gradebook, MissingEntry
+
+    out_nb = nbformat.read(str(graded), as_version=4)
+    rows = []
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for ex in expected:
+            if ex.grade_id not in present:
+                rows.append(Row(student, chapter, ex.grade_id, 0.0, ex.points,
+                                f"check cell {ex.grade_id} was deleted from the notebook"))
+                continue
+            try:
+                grade = gb.find_grade(ex.grade_id, source.stem, chapter, student)
+                score = float(grade.score or 0.0)
+            except MissingEntry:
+                score = 0.0
+            note = "" if score >= ex.points else (_first_error(out_nb, ex.grade_id) or "the check did not pass")
+            rows.append(Row(student, chapter, ex.grade_id, score, ex.points, note))
+    return rows
+
+
+def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: str | Path = "notebooks",
+          notebook_timeout: float = DEFAULT_NOTEBOOK_TIMEOUT, cell_timeout: float = DEFAULT_CELL_TIMEOUT,
+          progress: bool = True) -> list[Row]:
+    """Grade ``submissions/<student>/NN_name.ipynb`` against the source notebooks in ``source_dir``.
+
+    Writes ``out_dir/gradebook.csv`` (student, chapter, exercise, points, max_points, note) and one
+    feedback file per student in ``out_dir/feedback/``, and returns the rows. A file that is not a
+    notebook, raises, runs past the time limit or lacks check cells scores 0 for what it could not
+    show, with a note saying why; grading carries on with the next file.
+    """
+    submissions, out_dir = Path(submissions), Path(out_dir)
+    if not submissions.is_dir():
+        raise ValueError(f"submissions={str(submissions)!r} is not a folder (expected submissions/<student>/NN_name.ipynb)")
+    sources = {chapter_of(p.name): p for p in graded_notebooks(source_dir)}
+    rows: list[Row] = []
+    notes: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="sdcourse-grade-") as tmp:
+        course = Path(tmp)
+        released: set[str] = set()
+        for folder in sorted(p for p in submissions.iterdir() if p.is_dir()):
+            student = folder.name
+            if not STUDENT_ID.match(student):
+                notes.setdefault(student, []).append(f"folder name {student!r} is not usable as a student id; skipped")
+                continue
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                match = CHAPTER_FILE.match(path.name)
+                chapter = f"ch{match.group(1)}" if match else None
+                if chapter not in sources:
+                    notes.setdefault(student, []).append(f"{path.name}: not a graded chapter notebook; ignored")
+                    continue
+                if progress:
+                    print(f"grading {student} / {path.name}", flush=True)
+                if chapter not in released:
+                    _release(course, [sources[chapter]])
+                    released.add(chapter)
+                rows += _grade_one(course, student, path, sources[chapter], notebook_timeout, cell_timeout)
+    write_gradebook(rows, out_dir, notes)
+    return rows
+
+
+def write_gradebook(rows: list[Row], out_dir: Path, notes: dict[str, list[str]] | None = None) -> None:
+    """The CSV gradebook and one markdown feedback file per student."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "gradebook.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "chapter", "exercise", "points", "max_points", "note"])
+        for r in rows:
+            writer.writerow([r.student, r.chapter, r.exercise, f"{r.points:g}", f"{r.max_points:g}", r.note])
+    (out_dir / "feedback").mkdir(exist_ok=True)
+    notes = notes or {}
+    for student in sorted({r.student for r in rows} | set(notes)):
+        mine = [r for r in rows if r.student == student]
+        lines = [f"# Feedback for {student}", ""]
+        for r in mine:
+            mark = "passed" if r.points >= r.max_points else "not passed"
+            lines.append(f"- {r.chapter} {r.exercise}: {r.points:g} / {r.max_points:g} ({mark})"
+                         + (f": {r.note}" if r.note else ""))
+        lines += [f"- {n}" for n in notes.get(student, [])]
+        total = sum(r.points for r in mine), sum(r.max_points for r in mine)
+        lines += ["", f"Total: {total[0]:g} / {total[1]:g}", ""]
+        (out_dir / "feedback" / f"{student}.md").write_text("\n".join(lines))
+
+
+def summary_table(rows: list[Row]) -> str:
+    """Points per student and chapter as a plain-text table (what ``grade`` prints at the end)."""
+    students = sorted({r.student for r in rows})
+    chapters = sorted({r.chapter for r in rows})
+    table = [["student", *chapters, "total"]]
+    for s in students:
+        line = [s]
+        for c in chapters:
+            mine = [r for r in rows if r.student == s and r.chapter == c]
+            line.append(f"{sum(r.points for r in mine):g}/{sum(r.max_points for r in mine):g}" if mine else "-")
+        mine = [r for r in rows if r.student == s]
+        line.append(f"{sum(r.points for r in mine):g}/{sum(r.max_points for r in mine):g}")
+        table.append(line)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sdcourse.grading", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("student", help="write the student versions of the graded chapter notebooks")
+    s.add_argument("--source", default="notebooks", help="folder of the course's notebooks (default: notebooks)")
+    s.add_argument("--out", default="student", help="where the student versions go (default: student)")
+    g = sub.add_parser("grade", help="grade a folder of submissions: SUBMISSIONS/<student>/NN_name.ipynb")
+    g.add_argument("submissions")
+    g.add_argument("--source", default="notebooks", help="folder of the course's notebooks (default: notebooks)")
+    g.add_argument("--out", default="grades", help="where the gradebook and feedback go (default: grades)")
+    g.add_argument("--timeout", type=float, default=DEFAULT_NOTEBOOK_TIMEOUT, help="seconds per notebook")
+    g.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT, help="seconds per cell")
+    args = parser.parse_args(argv)
+    if args.command == "student":
+        for path in make_student_versions(args.source, args.out):
+            print("wrote", path)
+        return 0
+    rows = grade(args.submissions, args.out, args.source, args.timeout, args.cell_timeout)
+    print(summary_table(rows))
+    print(f"gradebook: {Path(args.out) / 'gradebook.csv'}; feedback: {Path(args.out) / 'feedback'}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Classroom assignments: the graded exercises, the student versions and the autograder (sdcourse.grading).
+
+To keep this file quick, the grader runs on trimmed chapters (the Colab setup cell and the graded
+exercises, which load the pipeline themselves) and one grading run covers every case at once: per
+chapter the solution version, the untouched student version and a version with a planted wrong answer
+in every exercise, plus the bad submissions.
+"""
+import csv
+import json
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sdcourse import grading
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+# One wrong but runnable answer per exercise (a common mistake); each must lose exactly that exercise's points.
+WRONG_ANSWERS = {
+    'ch01-ex-01-answer': 'def picture(seed, steps=2):\n    return pipe(PROMPT, height=small, width=small, num_inference_steps=steps, generator=sdcourse.make_generator(0)).images[0]',
+    'ch01-ex-02-answer': 'def unet_calls(steps):\n    return 2 * steps',
+    'ch02-ex-01-answer': 'def batch(seeds, steps=2):\n    return pipe([PROMPT] * len(seeds), height=small, width=small, num_inference_steps=steps,\n                generator=sdcourse.make_generator(seeds[0])).images',
+    'ch02-ex-02-answer': 'def noise_shape(height, width):\n    f = pipe.vae_scale_factor\n    for value in (height, width):\n        if value % f:\n            raise ValueError(f"{value} is not a multiple of {f}")\n    return (1, pipe.unet.config.in_channels, width // f, height // f)',
+    'ch03-ex-01-answer': 'def pieces(text):\n    return len(text.split())',
+    'ch03-ex-02-answer': 'def latent_shape(height, width):\n    return (1, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, height // pipe.vae_scale_factor)',
+    'ch04-ex-01-answer': 'def hand_loop(prompt, negative, seed=0, steps=3):\n    return pipe(prompt, height=small, width=small, num_inference_steps=steps, guidance_scale=GUIDANCE,\n                generator=sdcourse.make_generator(seed), output_type="latent").images',
+    'ch04-ex-02-answer': 'def guidance_at(i, steps):\n    return 12 - 11 * i / steps',
+    'ch05-ex-01-answer': 'def ancestral():\n    return EulerAncestralDiscreteScheduler()',
+    'ch05-ex-02-answer': 'def calls_per_picture(name, steps):\n    return steps',
+    'ch06-ex-01-answer': 'def img2img_calls(strength, steps):\n    return steps',
+    'ch06-ex-02-answer': 'def first_timestep(steps, strength):\n    return int(strength * pipe.scheduler.config.num_train_timesteps) - 1',
+    'ch07-ex-01-answer': 'def repaint(image, mask, prompt):\n    return sdcourse.inpaint(pipe, image, mask, prompt, steps=2, seed=0).images[0]',
+    'ch07-ex-02-answer': 'def cells_touched(mask):\n    f = pipe.vae_scale_factor\n    pixels = torch.from_numpy((np.asarray(mask.convert("L")) >= 128).astype(np.float32))[None, None]\n    return torch.nn.functional.interpolate(pixels, scale_factor=1 / f, mode="nearest")',
+    'ch08-ex-01-answer': 'def my_slerp(t, v0, v1):\n    return (1 - t) * v0 + t * v1',
+    'ch08-ex-02-answer': 'def largest_jump(frames):\n    arrays = [np.asarray(f, dtype=np.float64) for f in frames]\n    return int(np.argmax([(b - a).mean() for a, b in zip(arrays, arrays[1:])])) + 1',
+    'ch09-ex-01-answer': 'def match_colours(frame, reference):\n    src, ref = np.asarray(frame, dtype=float), np.asarray(reference, dtype=float)\n    return Image.fromarray(np.clip(src - src.mean((0, 1)) + ref.mean((0, 1)), 0, 255).astype(np.uint8))',
+    'ch09-ex-02-answer': 'def keyframes(num_frames, first, second):\n    return {0: first, num_frames - 1: second}',
+    'ch10-ex-01-answer': 'def euler_weights(sigmas):\n    return sigmas[:-1] - sigmas[1:]',
+    'ch10-ex-02-answer': 'def saturation_batch(batches, seconds_per_picture):\n    return batches[int(np.argmin(seconds_per_picture))]',
+}
+
+
+def trim(nb):
+    """The chapter's first three cells (Colab badge, setup) and its graded exercises."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    nb.cells = nb.cells[:3] + [c for c in nb.cells if "-ex-" in c.get("id", "")]
+    return nb
+
+
+def with_wrong_answers(nb):
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    for cell in nb.cells:
+        if cell.get("id") in WRONG_ANSWERS:
+            cell.source = WRONG_ANSWERS[cell.id]
+    return nb
+
+
+def chapters():
+    return grading.graded_notebooks(NOTEBOOKS)
+
+
+def test_every_chapter_has_two_graded_exercises_with_a_planted_wrong_answer():
+    paths = chapters()
+    assert [p.name[:2] for p in paths] == [f"{i:02d}" for i in range(1, 11)]
+    for path in paths:
+        nb = nbformat.read(str(path), as_version=4)
+        found = grading.exercises(path)
+        assert len(found) >= 2, path.name
+        answers = [c.id for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+        assert set(answers) <= set(WRONG_ANSWERS) and len(answers) == len(found), path.name
+        ids = [c.id for c in nb.cells]
+        assert len(ids) == len(set(ids)), f"{path.name}: duplicate cell ids"
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student")
+    start = time.perf_counter()
+    written = grading.make_student_versions(NOTEBOOKS, out)
+    print(f"student versions of {len(written)} chapters: {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def test_student_versions_hide_solutions_and_hidden_tests(student_dir):
+    for source in chapters():
+        student = nbformat.read(str(student_dir / source.name), as_version=4)
+        src = nbformat.read(str(source), as_version=4)
+        text = json.dumps([c.source for c in student.cells])
+        assert "BEGIN HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text, source.name
+        for cell in src.cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("grade"):  # no line of a hidden test survives anywhere in the student file
+                hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+                for line in filter(None, (l.strip() for l in hidden.splitlines())):
+                    if line not in ("else:", "try:") and not line.startswith(("for ", "except")):
+                        assert line not in text, f"{source.name}: hidden test line {line!r} in the student file"
+        assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code"), "outputs not cleared"
+        assert "colab-badge" in student.cells[0].source and "google.colab" in student.cells[2].source
+        public = [c for c in student.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+        assert public and all("assert" in c.source for c in public), "public checks missing"
+        answers = [c for c in student.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+        assert len(answers) == len(public) and all("raise NotImplementedError()" in c.source for c in answers)
+
+
+@pytest.fixture(scope="module")
+def graded(student_dir, tmp_path_factory):
+    subs = tmp_path_factory.mktemp("submissions")
+    for source in chapters():
+        nb = nbformat.read(str(source), as_version=4)
+        for who, version in (("solution", trim(nb)), ("wrong", with_wrong_answers(trim(nb))),
+                             ("untouched", trim(nbformat.read(str(student_dir / source.name), as_version=4)))):
+            (subs / who).mkdir(exist_ok=True)
+            nbformat.write(version, str(subs / who / source.name))
+    # Bad submissions, each in a chapter whose other exercises still show what they can.
+    (subs / "bad").mkdir()
+    (subs / "bad" / "08_dream.ipynb").write_text("this is not a notebook")
+    raising = trim(nbformat.read(str(NOTEBOOKS / "09_animation.ipynb"), as_version=4))
+    first = next(c for c in raising.cells if c.get("id") == "ch09-ex-01-answer")
+    first.source = "raise RuntimeError('oops')\n" + first.source  # the function is never defined
+    nbformat.write(raising, str(subs / "bad" / "09_animation.ipynb"))
+    deleted = trim(nbformat.read(str(NOTEBOOKS / "10_speed_and_memory.ipynb"), as_version=4))
+    deleted.cells = [c for c in deleted.cells if c.get("id") != "ch10-ex-01-check"]
+    nbformat.write(deleted, str(subs / "bad" / "10_speed_and_memory.ipynb"))
+    (subs / "bad" / "notes.txt").write_text("not a chapter")
+    out = tmp_path_factory.mktemp("grades")
+    start = time.perf_counter()
+    rows = grading.grade(subs, out, NOTEBOOKS, notebook_timeout=300, cell_timeout=240, progress=False)
+    print(f"graded {len(list(subs.rglob('*.ipynb')))} notebooks: {time.perf_counter() - start:.1f} s")
+    return rows, out
+
+
+def test_solutions_get_full_marks(graded):
+    rows, _ = graded
+    mine = [r for r in rows if r.student == "solution"]
+    assert len(mine) == sum(len(grading.exercises(p)) for p in chapters())
+    assert all(r.points == r.max_points > 0 for r in mine), [(r.exercise, r.note) for r in mine if r.points < r.max_points]
+
+
+def test_untouched_student_versions_get_zero(graded):
+    rows, _ = graded
+    mine = [r for r in rows if r.student == "untouched"]
+    assert len(mine) == sum(len(grading.exercises(p)) for p in chapters())
+    assert all(r.points == 0 and "NotImplementedError" in r.note for r in mine), [(r.exercise, r.note) for r in mine]
+
+
+def test_each_planted_wrong_answer_loses_exactly_its_points(graded):
+    rows, _ = graded
+    mine = [r for r in rows if r.student == "wrong"]
+    assert len(mine) == len(WRONG_ANSWERS)
+    for r in mine:
+        assert r.points == 0 and r.note, f"{r.exercise}: the wrong answer was not caught"
+        assert r.exercise.replace("-check", "-answer") in WRONG_ANSWERS
+
+
+def test_bad_submissions_get_zero_with_a_reason_and_grading_goes_on(graded):
+    rows, out = graded
+    bad = {r.exercise: r for r in rows if r.student == "bad"}
+    assert all(bad[f"ch08-ex-0{k}-check"].points == 0 and "not a readable notebook" in bad[f"ch08-ex-0{k}-check"].note
+               for k in (1, 2))
+    assert bad["ch09-ex-01-check"].points == 0 and "match_colours" in bad["ch09-ex-01-check"].note
+    assert bad["ch09-ex-02-check"].points == bad["ch09-ex-02-check"].max_points  # the rest still counts
+    assert bad["ch10-ex-01-check"].points == 0 and "deleted" in bad["ch10-ex-01-check"].note
+    assert bad["ch10-ex-02-check"].points == bad["ch10-ex-02-check"].max_points
+    feedback = (out / "feedback" / "bad.md").read_text()
+    assert "not a readable notebook" in feedback and "notes.txt" in feedback and "Total:" in feedback
+    with open(out / "gradebook.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and set(table[0]) >= {"student", "chapter", "exercise", "points"}
+    summary = grading.summary_table(rows)
+    assert "solution" in summary and "ch10" in summary
+
+
+def test_an_endless_loop_hits_the_time_limit(tmp_path):
+    nb = trim(nbformat.read(str(NOTEBOOKS / "09_animation.ipynb"), as_version=4))
+    nb.cells[2].source = "while True:\n    pass"
+    (tmp_path / "subs" / "looper").mkdir(parents=True)
+    nbformat.write(nb, str(tmp_path / "subs" / "looper" / "09_animation.ipynb"))
+    start = time.perf_counter()
+    rows = grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, notebook_timeout=300, cell_timeout=5,
+                         progress=False)
+    assert time.perf_counter() - start < 200
+    assert rows and all(r.points == 0 and "time limit" in r.note for r in rows), [(r.exercise, r.note) for r in rows]
+    rows = grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, notebook_timeout=15, cell_timeout=600,
+                         progress=False)
+    assert rows and all(r.points == 0 and "time limit" in r.note for r in rows), [(r.exercise, r.note) for r in rows]
+
+
+def test_bad_arguments_are_refused_in_one_sentence(tmp_path):
+    with pytest.raises(ValueError, match="submissions="):
+        grading.grade(tmp_path / "nowhere", tmp_path / "out", NOTEBOOKS)
+    with pytest.raises(ValueError, match="not a chapter notebook name"):
+        grading.chapter_of("notes.ipynb")
