@@ -363,8 +363,11 @@ def polish_decoder(out: Path, vae, latents: torch.Tensor, scene_index: torch.Ten
 
 
 # ----------------------------------------------------------------- export
-def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.float16):
-    """Save a diffusers folder that StableDiffusionPipeline.from_pretrained reads (safetensors)."""
+def export(folder: Path, vae, text_encoder, unet, scaling: float):
+    """Save a diffusers folder that StableDiffusionPipeline.from_pretrained reads (safetensors).
+
+    The weights are stored in float16 (half the size) but every config says float32, so plain
+    ``from_pretrained`` calls with no dtype give float32 components, as SD v1.x's do."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
@@ -378,8 +381,8 @@ def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.fl
         scheduler=DDIMScheduler.from_config(sched_cfg), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.to(dtype=dtype)
     pipe.save_pretrained(folder, safe_serialization=True)
+    halve_weights(folder)
     # Write the scheduler config in full, with every field pinned: DDIM reads clip_sample
     # (its default, True, would clip latents to [-1, 1]).
     import shutil
@@ -394,8 +397,23 @@ def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.fl
         (folder / "tokenizer" / name).write_bytes(data)
     cfg = dict(mini_arch.SCHEDULER_CONFIG, _diffusers_version=diffusers.__version__)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    pipe.to(dtype=torch.float32)
     return folder
+
+
+def halve_weights(folder: Path, keep_float32: tuple[str, ...] = ()):
+    """Rewrite every ``*.safetensors`` file under ``folder`` in float16, except the tensors whose names start
+    with one of ``keep_float32``. The configs are left as saved (float32), and diffusers and transformers
+    load float16 weights into a float32 model when no dtype is asked for."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    for path in Path(folder).rglob("*.safetensors"):
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        halved = {k: v if not v.is_floating_point() or k.startswith(keep_float32) else v.half()
+                  for k, v in tensors.items()}
+        save_file(halved, path, metadata=metadata)
 
 
 def main(argv=None):

@@ -41,6 +41,21 @@ def test_weights_are_small():
     assert total <= 40 * 2**20, f"{total / 2**20:.1f} MiB of weights"
 
 
+def test_default_loading_gives_float32_everywhere():
+    """Plain diffusers/transformers calls with no dtype, as every SD tutorial writes them, load float32
+    components (the weights are stored in float16) and the pipeline runs on a CPU."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    assert CLIPTextModel.from_pretrained(MINI, subfolder="text_encoder").dtype == torch.float32
+    assert UNet2DConditionModel.from_pretrained(MINI, subfolder="unet").dtype == torch.float32
+    assert AutoencoderKL.from_pretrained(MINI, subfolder="vae").dtype == torch.float32
+    plain = StableDiffusionPipeline.from_pretrained(MINI)
+    plain.set_progress_bar_config(disable=True)
+    image = plain("a red circle", num_inference_steps=3).images[0]
+    assert image.size == (plain.unet.config.sample_size * plain.vae_scale_factor,) * 2
+
+
 def test_same_classes_and_schedule_as_sd(pipe):
     assert pipe.vae.config.latent_channels == 4 and pipe.vae_scale_factor == 8
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size

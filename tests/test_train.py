@@ -47,6 +47,19 @@ def test_export_loads_as_a_pipeline_with_the_measured_scaling_factor(run):
     assert image.size == (64, 64)
 
 
+def test_export_stores_float16_and_loads_float32_by_default(run):
+    """Half-size weights on disk, float32 components from plain from_pretrained calls (as SD v1.x)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors import safe_open
+    from transformers import CLIPTextModel
+
+    _, export = run
+    with safe_open(export / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert CLIPTextModel.from_pretrained(export, subfolder="text_encoder").dtype == torch.float32
+    assert UNet2DConditionModel.from_pretrained(export, subfolder="unet").dtype == torch.float32
+
+
 def test_rerun_resumes_instead_of_retraining(run):
     out, export = run
     before = torch.load(out / "unet.pt", map_location="cpu")["ema"]
