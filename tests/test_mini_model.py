@@ -64,15 +64,30 @@ def test_same_classes_and_schedule_as_sd(pipe):
         "scaled_linear", 0.00085, 0.012, 1000, "epsilon")
 
 
-def test_scaling_factor_is_measured(pipe):
-    """Scaled latents of the training pictures have (about) unit standard deviation, as SD's 0.18215 gives."""
+def test_scaling_factor_is_sds_and_scaled_latents_have_unit_std(pipe):
+    """The folder's scaling factor is SD's 0.18215 (the measured one is folded into the VAE's two small
+    convolutions), and scaled latents of the training pictures still have (about) unit standard deviation."""
     from sdcourse.train import scenes_tensor
 
+    assert pipe.vae.config.scaling_factor == 0.18215
     with torch.no_grad():
         x = scenes_tensor(shapes.all_scenes()[::7])
         latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-    assert pipe.vae.config.scaling_factor != 0.18215
     assert 0.9 < latents.std().item() < 1.1
+
+
+def test_classic_tutorial_decode_gives_the_right_colours(pipe):
+    """Latents from the pipeline, decoded the way SD tutorials write it (``1 / 0.18215 * latents``),
+    show the caption's colour and background (read by the evaluation's checker)."""
+    pairs = ev.heldout_prompts(8, seed=3)
+    gens = [torch.Generator("cpu").manual_seed(i) for i in range(len(pairs))]
+    latents = pipe([c for _, c in pairs], num_inference_steps=20, guidance_scale=7.5, generator=gens,
+                   output_type="latent").images
+    with torch.no_grad():
+        pictures = pipe.vae.decode(1 / 0.18215 * latents).sample
+    pictures = ((pictures.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    scores = [ev.score(ev.read_picture(p), s) for p, (s, _) in zip(pictures, pairs)]
+    assert sum(sc["colour"] for sc in scores) >= 7 and sum(sc["background"] for sc in scores) >= 7, scores
 
 
 def test_small_evaluation(pipe):
