@@ -363,23 +363,54 @@ def polish_decoder(out: Path, vae, latents: torch.Tensor, scene_index: torch.Ten
 
 
 # ----------------------------------------------------------------- export
-def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.float16):
-    """Save a diffusers folder that StableDiffusionPipeline.from_pretrained reads (safetensors)."""
+SD_SCALING_FACTOR = 0.18215  # Stable Diffusion v1.x's latent scale, which tutorials write as 1 / 0.18215
+LATENT_CONVS = ("quant_conv.", "post_quant_conv.")  # kept in float32 on disk: they carry the folded scale
+
+
+@torch.no_grad()
+def fold_latent_scale(vae, measured: float, target: float = SD_SCALING_FACTOR):
+    """Make ``target`` the VAE's scaling factor without changing what the UNet sees or what is decoded.
+
+    The UNet learnt latents ``measured * z``. With ``k = measured / target`` the VAE is rewritten to
+    produce ``z' = k * z`` instead, so that ``target * z' == measured * z`` exactly:
+    ``quant_conv``'s mean outputs are multiplied by ``k`` (a Gaussian's std scales with it, so its
+    log-variance outputs gain ``2 ln k``), and ``post_quant_conv``'s weights are divided by ``k`` (it
+    reads ``z'`` and must compute what it computed from ``z``)."""
+    k = measured / target
+    channels = vae.config.latent_channels
+    qc, pqc = vae.quant_conv, vae.post_quant_conv
+    qc.weight[:channels] *= k  # mean
+    qc.bias[:channels] *= k
+    qc.bias[channels:] += 2 * math.log(k)  # log-variance
+    pqc.weight /= k
+    vae.register_to_config(scaling_factor=target)
+    return vae
+
+
+def export(folder: Path, vae, text_encoder, unet, scaling: float):
+    """Save a diffusers folder that StableDiffusionPipeline.from_pretrained reads (safetensors).
+
+    The weights are stored in float16 (half the size) but every config says float32, so plain
+    ``from_pretrained`` calls with no dtype give float32 components, as SD v1.x's do. The measured
+    ``scaling`` is folded into the VAE (``fold_latent_scale``), so the folder's scaling factor is SD's
+    0.18215 and the two small convolutions that carry it stay in float32."""
+    import copy
+
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     folder = Path(folder)
     tokenizer = CLIPTokenizer.from_pretrained(MINI_MODEL_DIR / "tokenizer")
     tokenizer_files = {p.name: p.read_bytes() for p in (MINI_MODEL_DIR / "tokenizer").iterdir()}
-    vae.register_to_config(scaling_factor=float(round(scaling, 5)))
+    vae = fold_latent_scale(copy.deepcopy(vae), scaling)
     sched_cfg = {k: v for k, v in mini_arch.SCHEDULER_CONFIG.items() if k != "_class_name"}
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
         scheduler=DDIMScheduler.from_config(sched_cfg), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.to(dtype=dtype)
     pipe.save_pretrained(folder, safe_serialization=True)
+    halve_weights(folder, keep_float32=LATENT_CONVS)
     # Write the scheduler config in full, with every field pinned: DDIM reads clip_sample
     # (its default, True, would clip latents to [-1, 1]).
     import shutil
@@ -394,8 +425,23 @@ def export(folder: Path, vae, text_encoder, unet, scaling: float, dtype=torch.fl
         (folder / "tokenizer" / name).write_bytes(data)
     cfg = dict(mini_arch.SCHEDULER_CONFIG, _diffusers_version=diffusers.__version__)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    pipe.to(dtype=torch.float32)
     return folder
+
+
+def halve_weights(folder: Path, keep_float32: tuple[str, ...] = ()):
+    """Rewrite every ``*.safetensors`` file under ``folder`` in float16, except the tensors whose names start
+    with one of ``keep_float32``. The configs are left as saved (float32), and diffusers and transformers
+    load float16 weights into a float32 model when no dtype is asked for."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    for path in Path(folder).rglob("*.safetensors"):
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        halved = {k: v if not v.is_floating_point() or k.startswith(keep_float32) else v.half()
+                  for k, v in tensors.items()}
+        save_file(halved, path, metadata=metadata)
 
 
 def main(argv=None):

@@ -41,6 +41,21 @@ def test_weights_are_small():
     assert total <= 40 * 2**20, f"{total / 2**20:.1f} MiB of weights"
 
 
+def test_default_loading_gives_float32_everywhere():
+    """Plain diffusers/transformers calls with no dtype, as every SD tutorial writes them, load float32
+    components (the weights are stored in float16) and the pipeline runs on a CPU."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    assert CLIPTextModel.from_pretrained(MINI, subfolder="text_encoder").dtype == torch.float32
+    assert UNet2DConditionModel.from_pretrained(MINI, subfolder="unet").dtype == torch.float32
+    assert AutoencoderKL.from_pretrained(MINI, subfolder="vae").dtype == torch.float32
+    plain = StableDiffusionPipeline.from_pretrained(MINI)
+    plain.set_progress_bar_config(disable=True)
+    image = plain("a red circle", num_inference_steps=3).images[0]
+    assert image.size == (plain.unet.config.sample_size * plain.vae_scale_factor,) * 2
+
+
 def test_same_classes_and_schedule_as_sd(pipe):
     assert pipe.vae.config.latent_channels == 4 and pipe.vae_scale_factor == 8
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
@@ -49,15 +64,30 @@ def test_same_classes_and_schedule_as_sd(pipe):
         "scaled_linear", 0.00085, 0.012, 1000, "epsilon")
 
 
-def test_scaling_factor_is_measured(pipe):
-    """Scaled latents of the training pictures have (about) unit standard deviation, as SD's 0.18215 gives."""
+def test_scaling_factor_is_sds_and_scaled_latents_have_unit_std(pipe):
+    """The folder's scaling factor is SD's 0.18215 (the measured one is folded into the VAE's two small
+    convolutions), and scaled latents of the training pictures still have (about) unit standard deviation."""
     from sdcourse.train import scenes_tensor
 
+    assert pipe.vae.config.scaling_factor == 0.18215
     with torch.no_grad():
         x = scenes_tensor(shapes.all_scenes()[::7])
         latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-    assert pipe.vae.config.scaling_factor != 0.18215
     assert 0.9 < latents.std().item() < 1.1
+
+
+def test_classic_tutorial_decode_gives_the_right_colours(pipe):
+    """Latents from the pipeline, decoded the way SD tutorials write it (``1 / 0.18215 * latents``),
+    show the caption's colour and background (read by the evaluation's checker)."""
+    pairs = ev.heldout_prompts(8, seed=3)
+    gens = [torch.Generator("cpu").manual_seed(i) for i in range(len(pairs))]
+    latents = pipe([c for _, c in pairs], num_inference_steps=20, guidance_scale=7.5, generator=gens,
+                   output_type="latent").images
+    with torch.no_grad():
+        pictures = pipe.vae.decode(1 / 0.18215 * latents).sample
+    pictures = ((pictures.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    scores = [ev.score(ev.read_picture(p), s) for p, (s, _) in zip(pictures, pairs)]
+    assert sum(sc["colour"] for sc in scores) >= 7 and sum(sc["background"] for sc in scores) >= 7, scores
 
 
 def test_small_evaluation(pipe):

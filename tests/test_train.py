@@ -36,15 +36,29 @@ def test_every_stage_leaves_a_checkpoint(run):
         assert info["polish_steps"] == 2 and (out / "decoder_polish.pt").exists()
 
 
-def test_export_loads_as_a_pipeline_with_the_measured_scaling_factor(run):
+def test_export_loads_as_a_pipeline_with_sds_scaling_factor(run):
+    """The measured scaling factor (recorded in train_info.json) is folded into the VAE: the folder says 0.18215."""
     out, export = run
     info = json.loads((out / "train_info.json").read_text())
     pipe = sdcourse.load_pipeline(export, device="cpu")
-    assert pipe.vae.config.scaling_factor == pytest.approx(info["scaling_factor"], abs=1e-5)
-    assert pipe.vae.config.scaling_factor != 0.18215
+    assert pipe.vae.config.scaling_factor == 0.18215
+    assert info["scaling_factor"] != pytest.approx(0.18215, abs=1e-3)
     assert not sdcourse.is_mini_model(pipe)
     image = pipe("a red circle", num_inference_steps=2, generator=sdcourse.make_generator(0)).images[0]
     assert image.size == (64, 64)
+
+
+def test_export_stores_float16_and_loads_float32_by_default(run):
+    """Half-size weights on disk, float32 components from plain from_pretrained calls (as SD v1.x)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors import safe_open
+    from transformers import CLIPTextModel
+
+    _, export = run
+    with safe_open(export / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert CLIPTextModel.from_pretrained(export, subfolder="text_encoder").dtype == torch.float32
+    assert UNet2DConditionModel.from_pretrained(export, subfolder="unet").dtype == torch.float32
 
 
 def test_rerun_resumes_instead_of_retraining(run):
@@ -59,6 +73,27 @@ def test_rerun_resumes_instead_of_retraining(run):
     assert after["step"] == 2
     assert len(before) == len(after["ema"])
     assert all(torch.equal(a, b) for a, b in zip(before, after["ema"]))  # the exported (EMA) weights did not move
+
+
+def test_fold_latent_scale_keeps_what_the_unet_sees_and_what_is_decoded():
+    """Folding a measured factor into the VAE: scaled latents and decoded pictures stay the same."""
+    import copy
+
+    from diffusers import AutoencoderKL
+
+    from sdcourse import mini_arch
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**mini_arch.VAE_CONFIG).eval()
+    x = train.scenes_tensor(shapes.all_scenes()[:3])
+    folded = train.fold_latent_scale(copy.deepcopy(vae), measured=0.4)
+    assert folded.config.scaling_factor == 0.18215
+    with torch.no_grad():
+        before, after = vae.encode(x).latent_dist, folded.encode(x).latent_dist
+        torch.testing.assert_close(after.mean * 0.18215, before.mean * 0.4, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(after.std * 0.18215, before.std * 0.4, rtol=1e-4, atol=1e-6)
+        z = torch.randn(2, 4, 8, 8)
+        torch.testing.assert_close(folded.decode(z / 0.18215).sample, vae.decode(z / 0.4).sample, rtol=1e-4, atol=1e-5)
 
 
 def test_polish_decoder_trains_on_given_latents(tmp_path):
