@@ -179,6 +179,7 @@ def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_ti
     from nbgrader.api import Gradebook, MissingEntry
 
     out_nb = nbformat.read(str(graded), as_version=4)
+    timed_out = "Timeout waiting for execute reply" in (done.stderr or "")
     rows = []
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         for ex in expected:
@@ -192,6 +193,8 @@ def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_ti
             except MissingEntry:
                 score = 0.0
             note = "" if score >= ex.points else (_first_error(out_nb, ex.grade_id) or "the check did not pass")
+            if note and timed_out:  # nbgrader interrupts a cell past the time limit and goes on with the next
+                note = f"a cell ran past the time limit of {cell_timeout:.0f} s and was stopped; then: {note}"
             rows.append(Row(student, chapter, ex.grade_id, score, ex.points, note))
     return rows
 
