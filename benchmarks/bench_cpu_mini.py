@@ -42,7 +42,7 @@ from sdcourse.speed import machine_info, markdown_table, median, time_call, writ
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a small red circle in the center on a black background"
 GUIDANCE = 7.5
-TARGET_20_STEPS_S = 1.5  # issue 3: one 20-step 64 px picture on the 2-core CPU
+TARGET_20_STEPS_S = 1.5  # the target: one 20-step 64 px picture on the 2-core CPU
 
 
 def load_mini():
@@ -160,7 +160,7 @@ def to_markdown(data: dict) -> str:
         markdown_table(data["schedulers"], ["scheduler"] + steps_cols),
         "",
         f"One 20-step 64 px picture with K-LMS: **{data['target']['klms_20_steps_s']} s** "
-        f"(issue 3's target: <= {TARGET_20_STEPS_S} s on this 2-core CPU: "
+        f"(target: <= {TARGET_20_STEPS_S} s on this 2-core CPU: "
         f"{'met' if data['target']['met'] else 'NOT met'}).",
         "",
         f"## Batching (K-LMS, {data['settings']['loop_steps']} steps)",

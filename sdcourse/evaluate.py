@@ -35,7 +35,7 @@ from . import shapes
 PALETTE_ARRAY = np.array([shapes.PALETTE[c] for c in shapes.COLOURS], dtype=np.float32)
 PURITY_DISTANCE = 40.0  # RGB distance (0-255 scale) within which a pixel counts as a palette colour
 
-TARGETS = {  # issue 3: at guidance 7.5
+TARGETS = {  # the mini model's targets, at guidance 7.5
     "colour": 0.90,
     "background": 0.90,
     "shape": 0.80,
