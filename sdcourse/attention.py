@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .images import latents_to_pil
-from .loop import check_guidance, check_steps, denoise, encode_prompt, initial_latents
+from .loop import denoise, encode_prompt, initial_latents
 from .seeds import make_generator
 from .shapes import PALETTE
-from .validate import check_prompts, check_seed
+from .validate import check_guidance, check_prompts, check_seed, check_steps
 
 # How the heat maps are drawn over the picture (see overlay).
 HEAT_ALPHA = 0.65  # share of the heat colour in the blend (the rest: the picture in grey)

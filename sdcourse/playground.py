@@ -32,14 +32,14 @@ from PIL import Image, UnidentifiedImageError
 
 from .course_data import load_picture
 from .images import image_grid, upscale
-from .img2img import check_strength, img2img
+from .img2img import img2img
 from .inpaint import inpaint
-from .interp import check_num_frames, render_frames, slerp_frames
+from .interp import render_frames, slerp_frames
 from .loader import is_mini_model
-from .loop import check_guidance, check_steps, encode_prompt, generate
+from .loop import encode_prompt, generate
 from .schedulers import set_scheduler
 from .seeds import make_generator
-from .validate import check_seed, check_size
+from .validate import check_guidance, check_num_frames, check_seed, check_size, check_steps, check_strength
 from .video import gif_bytes
 
 MODES = ("txt2img", "img2img", "inpaint", "dream")
