@@ -1,9 +1,9 @@
 """Train the shipped mini model's text encoder and UNet for more steps, keeping its VAE.
 
-``python -m sdcourse.train`` resumes from its own checkpoint folder (weights, optimizer state, EMA).
+``python -m sdcourse.mini.train`` resumes from its own checkpoint folder (weights, optimizer state, EMA).
 When that folder is gone, this script seeds a new one from the weights in ``sdcourse/mini_model``
 (a fresh AdamW state, the EMA starting at the shipped weights) and goes on with the same loop, loss,
-learning-rate schedule and data as stage 3 of the recipe. The VAE and its scaling factor stay as
+learning-rate schedule and data as stage 5 of the recipe. The VAE and its scaling factor stay as
 shipped (the latents are recomputed from its encoder), and the result is exported as a diffusers folder.
 
     python scripts/continue_unet.py --out runs/more --from-step 12000 --steps 18000 --threads 2
@@ -32,9 +32,8 @@ def main(argv=None):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from sdcourse import train
-
-    model_dir = train.MINI_MODEL_DIR
+    from sdcourse import MINI_MODEL_DIR as model_dir
+    from sdcourse.mini import train
     args.out.mkdir(parents=True, exist_ok=True)
     vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32).eval()
     scaling = vae.config.scaling_factor
@@ -48,7 +47,8 @@ def main(argv=None):
     with torch.no_grad():
         mean, std, measured = train.latent_cache(vae, "cpu")
     train.log(f"scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}", args.out)
-    text_encoder, unet = train.train_unet(args.out, scaling, mean, std, args.steps, 64, 6e-4, args.seed, "cpu")
+    recipe = train.Recipe(unet_steps=args.steps, seed=args.seed)  # the shipped recipe's stage 5, longer
+    text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu")
     train.export(args.out / "model", vae, text_encoder, unet, scaling)
     train.log(f"exported to {args.out / 'model'}", args.out)
 

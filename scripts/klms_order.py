@@ -11,7 +11,7 @@ import functools
 import numpy as np
 import torch
 
-from sdcourse import evaluate as ev
+from sdcourse.mini import evaluate as ev
 from sdcourse.loader import load_pipeline
 from sdcourse.schedulers import make_scheduler
 
@@ -20,7 +20,7 @@ def accuracy(pipe, pairs, guidance: float, sampler: str, order: int | None = Non
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
     if order is not None:
         pipe.scheduler.step = functools.partial(pipe.scheduler.step, order=order)
-    images = ev.generate(pipe, [caption for _, caption in pairs], guidance, progress=False, sampler=None)
+    images = ev.draw_captions(pipe, [caption for _, caption in pairs], guidance, progress=False, sampler=None)
     scores = [ev.score(ev.read_picture(im), scene) for im, (scene, _) in zip(images, pairs)]
     return float(np.mean([s["colour"] for s in scores])), float(np.mean([s["shape"] for s in scores]))
 

@@ -1,6 +1,6 @@
 """Does guidance make the mini model's pictures purer? Palette purity at several thresholds, guidance 7.5 vs 1.0.
 
-The same 200 held-out captions and seeds as ``python -m sdcourse.evaluate`` (DDIM, 20 steps); for each
+The same 200 held-out captions and seeds as ``python -m sdcourse.mini.evaluate`` (DDIM, 20 steps); for each
 threshold it prints the purity at both scales and the paired difference with its standard error.
 The model card (``sdcourse/mini_model/README.md``) quotes its output.
 
@@ -9,7 +9,7 @@ The model card (``sdcourse/mini_model/README.md``) quotes its output.
 import numpy as np
 import torch
 
-from sdcourse import evaluate as ev
+from sdcourse.mini import evaluate as ev
 from sdcourse.loader import load_pipeline
 
 
@@ -21,7 +21,7 @@ def main(n: int = 200, thresholds=(5, 10, 20, 30, 40, 60)):
     pipe = load_pipeline("mini", device="cpu", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     captions = [c for _, c in ev.heldout_prompts(n)]
-    dist = {g: nearest_palette_distance(ev.generate(pipe, captions, g)) for g in (7.5, 1.0)}
+    dist = {g: nearest_palette_distance(ev.draw_captions(pipe, captions, g)) for g in (7.5, 1.0)}
     for t in thresholds:
         hi, lo = (dist[7.5] < t).mean((1, 2)), (dist[1.0] < t).mean((1, 2))
         diff = hi - lo

@@ -141,7 +141,8 @@ def render(scene: Scene, resolution: int = 64) -> Image.Image:
 
 def random_caption(scene: Scene, rng: random.Random, p_drop: float = 0.3) -> str:
     """The scene's caption with each optional part (size, position, background) left out with probability ``p_drop``."""
-    return scene.caption(size=rng.random() >= p_drop, position=rng.random() >= p_drop, background=rng.random() >= p_drop)
+    keep_size, keep_position, keep_background = (rng.random() >= p_drop for _ in range(3))
+    return scene.caption(size=keep_size, position=keep_position, background=keep_background)
 
 
 def dataset(n: int, seed: int = 0, resolution: int = 64) -> list[tuple[Image.Image, str, Scene]]:

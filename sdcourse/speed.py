@@ -94,7 +94,7 @@ def _cpu_model() -> str:
 
 
 _KNOWN_JOBS = [
-    ("sdcourse.train", "sdcourse.train (mini model training)"),
+    ("sdcourse.mini.train", "sdcourse.mini.train (mini model training)"),
     ("build_notebooks.py", "notebook execution (scripts/build_notebooks.py)"),
     ("pytest", "a pytest run"),
     ("ipykernel_launcher", "a Jupyter kernel"),

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdcourse import evaluate as ev
 from sdcourse import shapes
+from sdcourse.mini import evaluate as ev
 
 
 @pytest.mark.parametrize("resolution", [64, 128])
@@ -57,7 +57,7 @@ def test_caption_grid_checks_lengths():
 
 def test_unknown_sampler():
     with pytest.raises(ValueError, match="unknown sampler 'plms'"):
-        ev.generate(None, ["a red circle"], guidance=1.0, sampler="plms")
+        ev.draw_captions(None, ["a red circle"], guidance=1.0, sampler="plms")
 
 
 def _results(hi: dict, lo: dict) -> dict:

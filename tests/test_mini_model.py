@@ -1,6 +1,6 @@
 """The shipped mini model: its folder, its size, its measured scaling factor, and a small evaluation.
 
-The small evaluation is the CI version of ``python -m sdcourse.evaluate``: if the weights or
+The small evaluation is the CI version of ``python -m sdcourse.mini.evaluate``: if the weights or
 their loading break, the pictures stop matching their captions and this fails.
 """
 import json
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdcourse import evaluate as ev
 from sdcourse import shapes
+from sdcourse.mini import evaluate as ev
 
 MINI = Path(__file__).resolve().parents[1] / "sdcourse" / "mini_model"
 
@@ -34,6 +34,19 @@ def test_folder_layout():
     for sub in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         assert (MINI / "tokenizer" / sub).exists()
     assert json.loads((MINI / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == 77
+
+
+def test_training_record_holds_the_recipe_that_ships():
+    """The folder's train_info.json documents the shipped run; its settings are the training command's defaults
+    (change a default and this fails until the model is retrained or the record explains the difference)."""
+    from dataclasses import asdict
+
+    from sdcourse.mini.train import Recipe
+
+    record = json.loads((MINI / "train_info.json").read_text())
+    recipe = json.loads(json.dumps(asdict(Recipe())))
+    assert {k: record[k] for k in recipe} == recipe
+    assert record["scaling_factor"] == pytest.approx(0.39153, abs=1e-5)
 
 
 def test_weights_are_small():
@@ -67,7 +80,7 @@ def test_same_classes_and_schedule_as_sd(pipe):
 def test_scaling_factor_is_sds_and_scaled_latents_have_unit_std(pipe):
     """The folder's scaling factor is SD's 0.18215 (the measured one is folded into the VAE's two small
     convolutions), and scaled latents of the training pictures still have (about) unit standard deviation."""
-    from sdcourse.train import scenes_tensor
+    from sdcourse.mini.train import scenes_tensor
 
     assert pipe.vae.config.scaling_factor == 0.18215
     with torch.no_grad():
@@ -96,7 +109,7 @@ def test_small_evaluation(pipe):
     Random or broken weights score near chance (colour and background 1 in 8, shape 1 in 3,
     size 1 in 2) and fail."""
     pairs = ev.heldout_prompts(16, seed=7)
-    images = ev.generate(pipe, [c for _, c in pairs], guidance=7.5, steps=20, progress=False, sampler="ddim")
+    images = ev.draw_captions(pipe, [c for _, c in pairs], guidance=7.5, steps=20, progress=False, sampler="ddim")
     readings = [ev.read_picture(im) for im in images]
     scores = [ev.score(r, s) for r, (s, _) in zip(readings, pairs)]
     acc = {k: np.mean([sc[k] for sc in scores]) for k in ("colour", "background", "shape", "size")}
@@ -105,6 +118,32 @@ def test_small_evaluation(pipe):
     assert acc["colour"] >= 0.8 and acc["background"] >= 0.8, acc
     assert acc["shape"] >= 0.6 and acc["size"] >= 0.75, acc
     assert purity >= 0.9
+
+
+def test_draw_captions_leaves_the_callers_pipeline_alone(pipe):
+    """The evaluation swaps samplers on a second pipeline that shares the models: the caller's scheduler and
+    progress-bar setting stay as they were, and the pictures are those of a pipeline given that sampler."""
+    from sdcourse.schedulers import make_scheduler
+
+    scheduler, bar = pipe.scheduler, dict(getattr(pipe, "_progress_bar_config", {}))
+    image = ev.draw_captions(pipe, ["a red circle"], guidance=7.5, steps=3, progress=False, sampler="klms")[0]
+    assert pipe.scheduler is scheduler and dict(getattr(pipe, "_progress_bar_config", {})) == bar
+    own = type(pipe)(**{**pipe.components, "scheduler": make_scheduler("klms", scheduler.config)},
+                     requires_safety_checker=False)
+    own.set_progress_bar_config(disable=True)
+    same = own("a red circle", num_inference_steps=3, guidance_scale=7.5,
+               generator=torch.Generator("cpu").manual_seed(0)).images[0]
+    assert np.array_equal(np.asarray(image), np.asarray(same))
+
+
+def test_pndm_is_judged_with_sd_v1_4s_scheduler(pipe):
+    """"pndm" is Stable Diffusion v1-4's default sampler exactly: its scheduler_config, timesteps included."""
+    from sdcourse.standin import SD14_SCHEDULER
+
+    judged = ev.judged_scheduler(pipe, "pndm")
+    assert type(judged).__name__ == "PNDMScheduler"
+    assert {k: judged.config[k] for k in SD14_SCHEDULER} == SD14_SCHEDULER
+    assert ev.judged_scheduler(pipe, "klms").config.timestep_spacing == pipe.scheduler.config.timestep_spacing
 
 
 def test_vae_round_trip_is_the_ceiling(pipe):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sdcourse import clip_vocab
+from sdcourse.mini import clip_vocab
 from sdcourse.loader import MINI_MODEL_DIR
 
 TOKENIZER_DIR = MINI_MODEL_DIR / "tokenizer"
@@ -137,7 +137,7 @@ def test_html_entity_example(tokenizer, reference):
 
 
 def test_vocab_files_regenerate_byte_identical(tmp_path):
-    """python -m sdcourse.clip_vocab rebuilds exactly the committed vocab.json and merges.txt."""
+    """python -m sdcourse.mini.clip_vocab rebuilds exactly the committed vocab.json and merges.txt."""
     clip_vocab.write_tokenizer(tmp_path)
     for name in ("vocab.json", "merges.txt"):
         assert filecmp.cmp(tmp_path / name, TOKENIZER_DIR / name, shallow=False), name

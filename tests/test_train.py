@@ -4,15 +4,17 @@ A few steps of each stage on tiny batches (the real run takes hours; see the mod
 touches the shipped weights: the export goes to a temporary folder.
 """
 import json
+from dataclasses import asdict, replace
 
 import pytest
 import torch
 
 import sdcourse
-from sdcourse import shapes, train
+from sdcourse import shapes
+from sdcourse.mini import arch, train
 
 TINY = ["--vae-steps", "2", "--decoder-steps", "2", "--robust-decoder-steps", "2", "--unet-steps", "2",
-        "--polish-steps", "2", "--polish-samples", "4", "--vae-batch", "2", "--batch", "2"]
+        "--polish-steps", "2", "--polish-samples", "4", "--vae-batch", "2", "--unet-batch", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,19 @@ def test_every_stage_leaves_a_checkpoint(run):
         assert info["polish_steps"] == 0 and not (out / "decoder_polish.pt").exists()
     else:
         assert info["polish_steps"] == 2 and (out / "decoder_polish.pt").exists()
+
+
+def test_every_setting_is_an_option_and_goes_into_the_exported_record(run):
+    """One option per Recipe field; the exported folder's train_info.json holds the run's recipe and machine."""
+    _, recipe = train.parse_args(["--unet-lr", "1e-4", "--polish-guidances", "2", "7.5", "--seed", "3"])
+    assert recipe == replace(train.Recipe(), unet_lr=1e-4, polish_guidances=(2.0, 7.5), seed=3)
+    out, export = run
+    record = json.loads((export / "train_info.json").read_text())
+    assert record == json.loads((out / "train_info.json").read_text())
+    _, tiny = train.parse_args(TINY)
+    expected = json.loads(json.dumps(asdict(replace(tiny, polish_steps=record["polish_steps"]))))
+    assert {k: record[k] for k in expected} == expected
+    assert record["device"] == "cpu" and set(record["stage_minutes_this_run"]) >= {"vae", "decoder", "unet"}
 
 
 def test_export_loads_as_a_pipeline_with_sds_scaling_factor(run):
@@ -81,10 +96,8 @@ def test_fold_latent_scale_keeps_what_the_unet_sees_and_what_is_decoded():
 
     from diffusers import AutoencoderKL
 
-    from sdcourse import mini_arch
-
     torch.manual_seed(0)
-    vae = AutoencoderKL(**mini_arch.VAE_CONFIG).eval()
+    vae = AutoencoderKL(**arch.VAE_CONFIG).eval()
     x = train.scenes_tensor(shapes.all_scenes()[:3])
     folded = train.fold_latent_scale(copy.deepcopy(vae), measured=0.4)
     assert folded.config.scaling_factor == 0.18215
@@ -100,18 +113,16 @@ def test_polish_decoder_trains_on_given_latents(tmp_path):
     """Stage 4 on its own, with stand-in latents (the real ones come from a trained UNet)."""
     from diffusers import AutoencoderKL
 
-    from sdcourse import mini_arch
-
     torch.manual_seed(0)
-    vae = AutoencoderKL(**mini_arch.VAE_CONFIG)
+    vae = AutoencoderKL(**arch.VAE_CONFIG)
     scenes = shapes.all_scenes()
     index = torch.tensor([0, 5, 9])
     with torch.no_grad():
         latents = vae.encode(train.scenes_tensor([scenes[i] for i in index.tolist()])).latent_dist.mean
     decoder_before = [p.clone() for p in vae.decoder.parameters()]
     encoder_before = [p.clone() for p in vae.encoder.parameters()]
-    train.polish_decoder(tmp_path, vae, latents, index, steps=2, batch=2, seed=0, device="cpu",
-                         latent_noise=0.3, scaling=0.4)
+    recipe = train.Recipe(polish_steps=2, vae_batch=2, latent_noise=0.3)
+    train.polish_decoder(tmp_path, vae, latents, index, recipe, scaling=0.4, device="cpu")
     assert torch.load(tmp_path / "decoder_polish.pt", map_location="cpu")["step"] == 2
     assert any(not torch.equal(a, b) for a, b in zip(decoder_before, vae.decoder.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(encoder_before, vae.encoder.parameters()))  # the encoder stays

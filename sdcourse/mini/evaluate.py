@@ -13,10 +13,13 @@ The checker reads a picture the way the caption grammar describes it:
 
 It is validated on the generator's own renders (``tests/test_evaluate.py``): 100% there.
 
-Run the evaluation (200 held-out captions, DDIM, 20 steps, guidance 7.5 and 1.0; ``--sampler klms``
-for the course's K-LMS)::
+Run the evaluation (200 held-out captions, DDIM, 20 steps, guidance 7.5 and 1.0, one seed per caption)::
 
-    python -m sdcourse.evaluate --grid evaluation_grid.png
+    python -m sdcourse.mini.evaluate --grid evaluation_grid.png
+
+or judge it with Stable Diffusion's own defaults, K-LMS and PNDM at 50 steps, on 32 captions::
+
+    python -m sdcourse.mini.evaluate --sampler klms pndm --steps 50 --guidance 7.5 1.0 -n 32
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import shapes
+from .. import shapes
+from ..standin import SD14_SCHEDULER
 
 PALETTE_ARRAY = np.array([shapes.PALETTE[c] for c in shapes.COLOURS], dtype=np.float32)
 PURITY_DISTANCE = 40.0  # RGB distance (0-255 scale) within which a pixel counts as a palette colour
@@ -83,7 +87,8 @@ def read_picture(image) -> Reading:
     label, nearest = dist.argmin(-1), dist.min(-1)
     purity = float((nearest < PURITY_DISTANCE).mean())
     frame = max(1, h // 20)
-    border = np.concatenate([arr[:frame].reshape(-1, 3), arr[-frame:].reshape(-1, 3), arr[:, :frame].reshape(-1, 3), arr[:, -frame:].reshape(-1, 3)])
+    border = np.concatenate([arr[:frame].reshape(-1, 3), arr[-frame:].reshape(-1, 3),
+                             arr[:, :frame].reshape(-1, 3), arr[:, -frame:].reshape(-1, 3)])
     bg_index = int(np.linalg.norm(PALETTE_ARRAY - np.median(border, axis=0), axis=1).argmin())
     background = shapes.COLOURS[bg_index]
     fg = (label != bg_index) & (dist[:, :, bg_index] > PURITY_DISTANCE)
@@ -94,7 +99,8 @@ def read_picture(image) -> Reading:
     mask = fg & (label == colour_index)
     ys, xs = np.nonzero(mask)
     cy, cx = ys.mean() / h, xs.mean() / w
-    position = min(shapes.POSITIONS, key=lambda p: (shapes.POSITIONS[p][0] - cx) ** 2 + (shapes.POSITIONS[p][1] - cy) ** 2)
+    distance = {p: (x - cx) ** 2 + (y - cy) ** 2 for p, (x, y) in shapes.POSITIONS.items()}
+    position = min(distance, key=distance.get)  # the nearest of the named positions
     # a robust bounding box: ignore the outermost 1% of mask pixels on each side
     top, bottom = np.percentile(ys, [1, 99])
     left, right = np.percentile(xs, [1, 99])
@@ -145,47 +151,70 @@ def short_prompts(n: int = 48, seed: int = 0) -> list[tuple[str, str, str]]:
     return out
 
 
-SAMPLERS = ("klms", "ddim", "euler")
+SAMPLERS = ("pndm", "ddim", "klms", "euler", "dpm++")
+# SD v1-4's scheduler folder places its timesteps this way; "pndm" is judged with it, as `pipe(prompt)` runs SD.
+SD_TIMESTEPS = {k: SD14_SCHEDULER[k] for k in ("steps_offset", "skip_prk_steps", "timestep_spacing")}
 
 
-def generate(pipe, prompts: list[str], guidance: float, steps: int = 20, seed: int = 0, batch: int = 25,
-             progress: bool = True, sampler: str | None = "ddim"):
-    """Pictures for ``prompts`` (the pipeline's native size); prompt i uses seed ``seed + i``.
-    ``sampler`` None keeps the pipeline's scheduler as it is."""
+def judged_scheduler(pipe, sampler: str):
+    """The scheduler a sampler is judged with: built from the model's own scheduler config, except "pndm",
+    which gets Stable Diffusion v1-4's timesteps (``steps_offset`` 1, PRK steps skipped, "leading" spacing),
+    so that it is SD's default sampler exactly."""
+    from ..schedulers import make_scheduler
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    config = dict(pipe.scheduler.config)
+    if sampler == "pndm":
+        config.update(SD_TIMESTEPS)
+    return make_scheduler(sampler, config)
+
+
+def draw_captions(pipe, captions: list[str], guidance: float, steps: int = 20, seed: int = 0, batch: int = 25,
+                  progress: bool = True, sampler: str | None = "ddim"):
+    """Pictures for ``captions`` (the pipeline's native size), drawn by ``pipe`` with ``sampler``
+    (see :func:`judged_scheduler`; None: the pipeline's own scheduler); caption i uses seed ``seed + i``.
+
+    ``pipe`` itself is left as it was: the sampler goes into a second pipeline that shares its models."""
     import torch
     from tqdm.auto import tqdm
 
-    from .schedulers import set_scheduler
+    from ..loader import sharing_pipeline
 
-    if sampler is not None:
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        set_scheduler(pipe, sampler)
+    scheduler = pipe.scheduler if sampler is None else judged_scheduler(pipe, sampler)
+    drawer = sharing_pipeline(pipe, type(pipe), "draw_captions")  # its progress bar is off
+    drawer.scheduler = scheduler
     images = []
-    for i in tqdm(range(0, len(prompts), batch), desc=f"guidance {guidance}", disable=not progress):
-        chunk = prompts[i : i + batch]
+    for i in tqdm(range(0, len(captions), batch), desc=f"{sampler or 'own sampler'}, guidance {guidance}",
+                  disable=not progress):
+        chunk = captions[i : i + batch]
         gens = [torch.Generator("cpu").manual_seed(seed + i + j) for j in range(len(chunk))]
-        images += pipe(chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
+        images += drawer(chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
     return images
 
 
 def evaluate(pipe, n: int = 200, steps: int = 20, guidances=(7.5, 1.0), n_short: int = 48, progress: bool = True,
              sampler: str = "ddim") -> dict:
-    """Per-attribute accuracy, palette purity and short-prompt accuracy for each guidance scale."""
-    pipe.set_progress_bar_config(disable=True)
+    """Per-attribute accuracy, palette purity and short-prompt accuracy for each guidance scale.
+
+    Returns ``{guidance: {"row": {attribute: accuracy, ...}, "images": the first 32 pictures, "captions": theirs}}``.
+    """
     pairs = heldout_prompts(n)
     shorts = short_prompts(n_short)
     results = {}
     for g in guidances:
         t0 = time.time()
-        images = generate(pipe, [c for _, c in pairs], g, steps, progress=progress, sampler=sampler)
+        images = draw_captions(pipe, [c for _, c in pairs], g, steps, progress=progress, sampler=sampler)
         readings = [read_picture(im) for im in images]
         scores = [score(r, s) for r, (s, _) in zip(readings, pairs)]
         row = {k: float(np.mean([sc[k] for sc in scores])) for k in shapes.ATTRIBUTES}
         row["palette_purity"] = float(np.mean([r.purity for r in readings]))
-        short_imgs = generate(pipe, [c for _, _, c in shorts], g, steps, seed=10_000, progress=progress, sampler=sampler) if n_short else []
-        short_read = [read_picture(im) for im in short_imgs]
-        row["short_prompt"] = float(np.mean([r.colour == c and r.shape == s for r, (c, s, _) in zip(short_read, shorts)])) if n_short else float("nan")
+        row["short_prompt"] = float("nan")
+        if n_short:
+            short_images = draw_captions(pipe, [c for _, _, c in shorts], g, steps, seed=10_000, progress=progress,
+                                         sampler=sampler)
+            right = [r.colour == c and r.shape == s for r, (c, s, _) in zip(map(read_picture, short_images), shorts)]
+            row["short_prompt"] = float(np.mean(right))
         row["seconds"] = round(time.time() - t0, 1)
         results[g] = {"row": row, "images": images[:32], "captions": [c for _, c in pairs[:32]]}
     return results
@@ -236,8 +265,13 @@ def format_table(results: dict) -> str:
     lines = ["| guidance | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for g, res in results.items():
         lines.append(f"| {g} | " + " | ".join(f"{100 * res['row'][c]:.1f}%" for c in cols) + " |")
-    targets = {**TARGETS, **STRETCH}
-    lines.append("| target (7.5) | " + " | ".join(f"≥ {100 * targets[c]:.0f}%" + (" (stretch)" if c in STRETCH else "") if c in targets else "–" for c in cols) + " |")
+
+    def target(c: str) -> str:
+        if c in TARGETS:
+            return f"≥ {100 * TARGETS[c]:.0f}%"
+        return f"≥ {100 * STRETCH[c]:.0f}% (stretch)" if c in STRETCH else "–"
+
+    lines.append("| target (7.5) | " + " | ".join(target(c) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -251,45 +285,56 @@ def check_targets(results: dict) -> list[str]:
         v = hi["row"][k]
         perfect_tie = lo is not None and v >= 1.0 and lo["row"][k] >= 1.0
         ok = v >= target and (lo is None or v > lo["row"][k] or perfect_tie)
-        beat = "" if lo is None else f", guidance 1.0: {100 * lo['row'][k]:.1f}%" + ("; a tie at 100%" if perfect_tie else "")
-        out.append(f"{'PASS' if ok else 'FAIL'} {k}: {100 * v:.1f}% (target ≥ {100 * target:.0f}% and better than at guidance 1.0{beat})")
+        beat = ""
+        if lo is not None:
+            beat = f", guidance 1.0: {100 * lo['row'][k]:.1f}%" + ("; a tie at 100%" if perfect_tie else "")
+        out.append(f"{'PASS' if ok else 'FAIL'} {k}: {100 * v:.1f}% "
+                   f"(target ≥ {100 * target:.0f}% and better than at guidance 1.0{beat})")
     for k, target in STRETCH.items():
         v = hi["row"][k]
-        out.append(f"{'pass' if v >= target else 'miss'} (stretch) {k}: {100 * v:.1f}% (target ≥ {100 * target:.0f}%)")
+        verdict = "pass" if v >= target else "miss"
+        out.append(f"{verdict} (stretch) {k}: {100 * v:.1f}% (target ≥ {100 * target:.0f}%)")
     return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Evaluate the mini model's prompt following on held-out captions.")
     ap.add_argument("--model", default="mini", help='"mini" (default) or a diffusers folder')
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--short", type=int, default=48, help="short prompts such as 'a red circle'")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="ddim (default: the mini model's own sampler), klms or euler")
-    ap.add_argument("--guidance", type=float, nargs="+", default=[7.5, 1.0])
-    ap.add_argument("--grid", type=Path, default=None, help="write a captioned sample grid (guidance 7.5) here")
+    ap.add_argument("-n", "--n", type=int, default=200, help="held-out captions, one seed each (default 200)")
+    ap.add_argument("--short", type=int, default=48, help="short prompts such as 'a red circle' (default 48; 0: none)")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps (default 20; Stable Diffusion's is 50)")
+    ap.add_argument("--sampler", nargs="+", default=["ddim"], choices=SAMPLERS,
+                    help="one or more samplers, each judged in turn (default: ddim, the mini model's own; "
+                         "pndm is SD v1-4's default sampler with SD's timesteps)")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[7.5, 1.0], help="guidance scales (default 7.5 1.0)")
+    ap.add_argument("--grid", type=Path, default=None, help="write a captioned sample grid (first sampler, 7.5) here")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = ap.parse_args(argv)
     import torch
 
-    from .loader import load_pipeline
+    from ..loader import load_pipeline
 
     pipe = load_pipeline(args.model, device="cpu", dtype=torch.float32)
-    results = evaluate(pipe, args.n, args.steps, tuple(args.guidance), args.short, sampler=args.sampler)
-    print(f"{args.n} held-out captions, {args.short} short prompts, {args.sampler} {args.steps} steps, CPU threads {torch.get_num_threads()}")
-    print(format_table(results))
-    if 7.5 in results:
-        print("\n".join(check_targets(results)))
+    print(f"{args.n} held-out captions, {args.short} short prompts, {args.steps} steps, "
+          f"CPU threads {torch.get_num_threads()}")
+    results = {}
+    for sampler in args.sampler:
+        results[sampler] = evaluate(pipe, args.n, args.steps, tuple(args.guidance), args.short, sampler=sampler)
+        print(f"\n{sampler}, {args.steps} steps:")
+        print(format_table(results[sampler]))
+        if 7.5 in results[sampler]:
+            print("\n".join(check_targets(results[sampler])))
     ceiling = vae_round_trip(pipe, args.n)
-    print("VAE round trips of the same scenes (the decoder's ceiling): "
+    print("\nVAE round trips of the same scenes (the decoder's ceiling): "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ceiling.items()))
     if args.grid:
-        g = 7.5 if 7.5 in results else next(iter(results))
-        caption_grid(results[g]["images"], results[g]["captions"]).save(args.grid)
+        first = results[args.sampler[0]]
+        g = 7.5 if 7.5 in first else next(iter(first))
+        caption_grid(first[g]["images"], first[g]["captions"]).save(args.grid)
         print(f"sample grid: {args.grid}")
     if args.json:
-        rows = {str(g): r["row"] for g, r in results.items()}
-        args.json.write_text(json.dumps({**rows, "vae_round_trip": ceiling}, indent=2) + "\n")
+        rows = {sampler: {str(g): r["row"] for g, r in res.items()} for sampler, res in results.items()}
+        args.json.write_text(json.dumps({**rows, "steps": args.steps, "vae_round_trip": ceiling}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

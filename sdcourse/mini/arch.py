@@ -7,8 +7,10 @@
 | latents | 4 x 64 x 64 | 4 x 8 x 8 |
 | text encoder | CLIPTextModel, 12 layers x 768 | CLIPTextModel, 3 layers x 128 |
 | tokenizer | CLIP BPE, 49,408 tokens, 77 positions | the same files |
-| UNet | UNet2DConditionModel, 860M params, cross-attention | UNet2DConditionModel, ~3M params, cross-attention + pooled text added to the time embedding |
+| UNet | UNet2DConditionModel, 860M params, cross-attention | UNet2DConditionModel, ~3M params, cross-attention (*) |
 | noise schedule | scaled_linear 0.00085 -> 0.012, 1000 steps, epsilon | the same |
+
+(*) and the pooled text embedding added to the time embedding (see ``UNET_CONFIG``).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ turns it into the ``vocab.json`` / ``merges.txt`` pair that
 
 Run it with::
 
-    python -m sdcourse.clip_vocab            # writes sdcourse/mini_model/tokenizer/
+    python -m sdcourse.mini.clip_vocab       # writes sdcourse/mini_model/tokenizer/
 
 How the ids are laid out (the same order open_clip and OpenAI use):
 
@@ -25,6 +25,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from ..loader import MINI_MODEL_DIR
+
 VOCAB_SIZE = 49408
 N_MERGES = VOCAB_SIZE - 2 * 256 - 2  # 48,894 merge rules become tokens
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -38,7 +40,8 @@ def byte_symbols() -> list[str]:
     first, in byte order; the 68 others (whitespace, control characters) are moved to
     the code points 256, 257, ... and follow, so no symbol is whitespace.
     """
-    printable = [b for b in range(256) if ord("!") <= b <= ord("~") or ord("¡") <= b <= ord("¬") or ord("®") <= b <= ord("ÿ")]
+    printable = [b for b in range(256)
+                 if ord("!") <= b <= ord("~") or ord("¡") <= b <= ord("¬") or ord("®") <= b <= ord("ÿ")]
     n_other = 256 - len(printable)
     return [chr(b) for b in printable] + [chr(256 + n) for n in range(n_other)]
 
@@ -99,5 +102,5 @@ def write_tokenizer(folder: Path, bpe_path: Path | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    out = write_tokenizer(Path(__file__).parent / "mini_model" / "tokenizer")
+    out = write_tokenizer(MINI_MODEL_DIR / "tokenizer")
     print(f"wrote the CLIP tokenizer ({VOCAB_SIZE} tokens) to {out}")

@@ -1,0 +1,642 @@
+"""Train the course's mini Stable Diffusion from scratch, on a CPU or a GPU, resumably.
+
+One command retrains everything with a fixed seed::
+
+    python -m sdcourse.mini.train --out runs/mini      # then exports to sdcourse/mini_model/
+
+Every setting of the run (steps, batch sizes, learning rates, warm-ups, loss weights, dropout, offset noise,
+EMA, seeds) is a field of :class:`Recipe`, and each one is also a command-line option (``--unet-steps 12000``).
+The exported folder gets a ``train_info.json`` that records the recipe, the machine and the time per stage.
+
+The stages (each saves checkpoints in ``--out`` and resumes from them when rerun):
+
+1. **VAE**: an AutoencoderKL learns to squeeze 3 x 64 x 64 pictures into 4 x 8 x 8 latents
+   (MSE + 0.5 L1 + a tiny KL term).
+2. **Decoder**: the encoder is frozen and the decoder alone is fine-tuned (sharper edges).
+3. **Latent cache and scaling factor**: the posterior mean and std of all 1,680 scenes, computed once; the
+   scaling factor is *measured* as 1 / std of those latents, so scaled latents have unit variance.
+4. **Robust decoder**: the decoder is fine-tuned again on latents with Gaussian noise added
+   (up to 0.3 in scaled units), so that the UNet's slightly-off latents still decode to flat
+   colours and sharp corners. The encoder, and so the UNet's training data, do not change.
+5. **Text encoder + UNet**, trained together on the denoising loss of SD (epsilon
+   prediction, scaled_linear schedule over 1000 steps) with
+   * caption dropout (10% empty captions) so classifier-free guidance works,
+   * captions with parts left out (size, position, background) so short prompts work,
+   * offset noise (0.1 x a per-sample, per-channel constant) so the flat background
+     colour can be learnt despite the signal SD's schedule leaves at t = 999,
+   * min-SNR-5 loss weighting and an EMA of the weights, which is what is exported.
+6. **Decoder polish**: the trained UNet draws 2,048 pictures from *training* captions (DDIM, 20 steps,
+   guidance 1, 3, 5 and 7.5 in turn); those whose colour, background, position and size already match
+   the caption are kept, and the decoder is fine-tuned to turn those latents into the caption's clean
+   render (half of each batch; the other half as in stage 4).
+
+The export folds the measured scaling factor into the VAE, so the folder says SD's 0.18215.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import shapes
+from ..loader import MINI_MODEL_DIR
+from . import arch
+
+
+def setting(default, help: str):
+    """A field of :class:`Recipe` with its command-line help."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting of a training run, in one place. The defaults are the shipped model's recipe.
+
+    Learning rates rise linearly over the warm-up steps, then fall along a cosine to ``lr_floor`` times
+    the peak. Every optimiser is AdamW; every gradient is clipped to norm ``grad_clip``.
+    """
+
+    seed: int = setting(0, "the seed that every stage's random numbers come from (see stage_seed)")
+    # stage 1: VAE
+    vae_steps: int = setting(1500, "stage 1: VAE training steps")
+    vae_batch: int = setting(16, "pictures per batch in every VAE and decoder stage")
+    vae_lr: float = setting(1e-3, "stage 1: peak learning rate")
+    vae_warmup: int = setting(100, "stage 1: warm-up steps")
+    vae_l1_weight: float = setting(0.5, "stage 1: loss = MSE + this x L1 + vae_kl_weight x KL per pixel")
+    vae_kl_weight: float = setting(1e-4, "stage 1: weight of the KL term")
+    # stage 2: decoder alone
+    decoder_steps: int = setting(1500, "stage 2: decoder fine-tuning steps, encoder frozen")
+    decoder_lr: float = setting(5e-4, "stage 2: peak learning rate")
+    decoder_warmup: int = setting(50, "warm-up steps of every decoder stage (2, 4, 6)")
+    decoder_l1_weight: float = setting(1.0, "every decoder stage: loss = MSE + this x L1")
+    # stage 4: robust decoder
+    robust_decoder_steps: int = setting(2000, "stage 4: decoder fine-tuning on noisy latents (0: skip)")
+    robust_decoder_lr: float = setting(3e-4, "stage 4: peak learning rate")
+    latent_noise: float = setting(0.3, "stages 4 and 6: largest noise added to latents, in scaled-latent units")
+    # stage 5: text encoder + UNet
+    unet_steps: int = setting(18000, "stage 5: text encoder + UNet training steps")
+    unet_batch: int = setting(64, "stage 5: latents per batch")
+    unet_lr: float = setting(6e-4, "stage 5: peak learning rate")
+    unet_warmup: int = setting(300, "stage 5: warm-up steps")
+    unet_weight_decay: float = setting(0.01, "stage 5: AdamW weight decay (the VAE stages use none)")
+    caption_dropout: float = setting(0.1, "stage 5: share of empty captions (for classifier-free guidance)")
+    caption_part_dropout: float = setting(0.3, "stage 5: chance to leave out each of size, position, background")
+    offset_noise: float = setting(0.1, "stage 5: std of a per-picture, per-channel constant added to the noise")
+    snr_gamma: float = setting(5.0, "stage 5: min-SNR loss weighting, min(SNR, gamma) / SNR")
+    ema_decay: float = setting(0.999, "stage 5: decay of the weights' EMA (the EMA is exported)")
+    # stage 6: decoder polish
+    polish_steps: int = setting(2000, "stage 6: decoder fine-tuning on the UNet's own latents (0: skip)")
+    polish_samples: int = setting(2048, "stage 6: pictures the UNet draws for it (training captions only)")
+    polish_lr: float = setting(2e-4, "stage 6: peak learning rate")
+    polish_guidances: tuple = setting((1.0, 3.0, 5.0, 7.5), "stage 6: guidance scales, one per batch in turn")
+    polish_sampling_steps: int = setting(20, "stage 6: DDIM steps per drawn picture")
+    polish_draw_batch: int = setting(64, "stage 6: pictures drawn per pipeline call (one guidance scale each)")
+    # every stage
+    grad_clip: float = setting(1.0, "gradient norm clip, every stage")
+    lr_floor: float = setting(0.1, "the cosine ends at this fraction of the peak learning rate, every stage")
+
+    def stage_seed(self, stage: str) -> int:
+        """The seed of one stage's random numbers. Each stage has its own, so that a stage rerun alone
+        (or resumed: the step it resumes at is added) draws what it drew in the full run."""
+        return {
+            "vae": self.seed,  # weights' initialisation and batches
+            "decoder": self.seed + 7,
+            "decoder_robust": self.seed + 8,
+            "unet_init": self.seed,  # the text encoder's and UNet's initial weights
+            "unet": self.seed * 1000,  # captions, noise, timesteps
+            "polish_captions": self.seed + 11,  # which training captions the UNet draws
+            "polish_pictures": self.seed * 100_000,  # + the picture's number: its starting noise
+            "decoder_polish": self.seed + 13,
+        }[stage]
+
+
+HELD_EVERY = 97  # every 97th scene (18 of them) measures the VAE's PSNR in the logs
+LOG_EVERY = 100  # steps between log lines (and the VAE stages' checkpoints)
+UNET_SAVE_EVERY = 500  # steps between stage 5's checkpoints
+
+
+# ---------------------------------------------------------------- helpers every stage uses
+def log(msg: str, out: Path | None = None):
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    if out is not None:
+        with open(out / "train.log", "a") as f:
+            f.write(line + "\n")
+
+
+def scenes_tensor(scenes, resolution=arch.RESOLUTION) -> torch.Tensor:
+    """Render scenes to a float tensor in [-1, 1], shape (N, 3, H, W)."""
+    pictures = np.stack([np.asarray(shapes.render(s, resolution)) for s in scenes])
+    return torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def training_scene_indices() -> list[int]:
+    """Indices into ``shapes.all_scenes()`` of the scenes training may use: held-out scenes stay unseen."""
+    train_scenes = set(shapes.split_scenes()[0])
+    return [i for i, s in enumerate(shapes.all_scenes()) if s in train_scenes]
+
+
+def load_tokenizer():
+    """CLIP's tokenizer, from the files shipped in ``sdcourse/mini_model/tokenizer``."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(MINI_MODEL_DIR / "tokenizer")
+
+
+def build_pipeline(vae, text_encoder, unet):
+    """A StableDiffusionPipeline around trained parts, with the shipped tokenizer and DDIM on ``arch``'s schedule."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler.from_config({k: v for k, v in arch.SCHEDULER_CONFIG.items() if k != "_class_name"})
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=load_tokenizer(), unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def save_ckpt(path: Path, **state):
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, floor: float) -> float:
+    """Linear warm-up to ``peak``, then a cosine down to ``floor * peak`` at step ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(opt, lr: float):
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def optimiser_step(opt, loss, params, grad_clip: float):
+    """Backpropagate ``loss``, clip the gradients of ``params`` and take one optimiser step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+
+
+def resume(ckpt: Path, model, opt, steps: int, what: str, out: Path, device: str) -> int:
+    """Load ``model`` and ``opt`` from ``ckpt`` if it exists; return the step to go on from (``steps`` when done)."""
+    if not ckpt.exists():
+        return 0
+    state = torch.load(ckpt, map_location=device)
+    model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+    start = state["step"]
+    log(f"{what} already trained ({start} steps)" if start >= steps else f"{what}: resuming at step {start}", out)
+    return start
+
+
+@torch.no_grad()
+def round_trip_psnr(vae, pictures: torch.Tensor) -> float:
+    """PSNR in dB of the VAE's round trip (posterior mode) of ``pictures``, tensors in [-1, 1]."""
+    rec = vae.decode(vae.encode(pictures).latent_dist.mode()).sample.clamp(-1, 1)
+    mse = ((rec - pictures) / 2).square().mean().item()  # on the 0..1 scale, where the peak is 1
+    return 10 * math.log10(1 / max(mse, 1e-10))
+
+
+def fit_vae(out: Path, name: str, vae, params, steps: int, lr: float, warmup: int, seed: int, r: Recipe,
+            device: str, batch_loss):
+    """The loop of every VAE stage: only ``params`` learn, from ``batch_loss(rng) -> (loss, log note)``.
+
+    A linear warm-up and a cosine learning rate; every ``LOG_EVERY`` steps a log line (with the PSNR of
+    the VAE's round trip on 18 scenes) and a checkpoint ``out / "<name>.pt"``, resumed from when rerun.
+    """
+    ckpt = out / f"{name.lower()}.pt"
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    start = resume(ckpt, vae, opt, steps, name, out, device)
+    if start >= steps:
+        return vae.eval()
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    held = scenes_tensor(shapes.all_scenes()[::HELD_EVERY]).to(device)
+    rng = random.Random(seed + start)
+    torch.manual_seed(seed + start)
+    t0 = time.time()
+    for step in range(start, steps):
+        set_lr(opt, lr_at(step, steps, lr, warmup, r.lr_floor))
+        loss, note = batch_loss(rng)
+        optimiser_step(opt, loss, params, r.grad_clip)
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
+            rate = (step + 1 - start) / (time.time() - t0)
+            log(f"{name} step {step + 1}/{steps} loss {loss.item():.4f}{note} "
+                f"PSNR {round_trip_psnr(vae, held):.1f} dB on {len(held)} scenes ({rate:.2f} steps/s)", out)
+            save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    return vae.eval()
+
+
+def decoder_loss(vae, latents: torch.Tensor, target: torch.Tensor, r: Recipe):
+    """Every decoder stage's loss: MSE + L1 between the decoded ``latents`` and the ``target`` pictures."""
+    rec = vae.decode(latents).sample
+    return F.mse_loss(rec, target) + r.decoder_l1_weight * F.l1_loss(rec, target), ""
+
+
+def decoder_params(vae) -> list:
+    """What the decoder stages train: the decoder and the 1x1 convolution in front of it."""
+    return list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+
+
+@torch.no_grad()
+def encode_with_noise(vae, pictures: torch.Tensor, latent_noise: float, scaling: float) -> torch.Tensor:
+    """Sampled latents of ``pictures``, each with Gaussian noise of a random strength up to ``latent_noise``
+    (in scaled-latent units; ``scaling`` converts) added; none when ``latent_noise`` is 0."""
+    z = vae.encode(pictures).latent_dist.sample()
+    if latent_noise:
+        z = z + torch.rand(len(z), 1, 1, 1, device=z.device) * latent_noise / scaling * torch.randn_like(z)
+    return z
+
+
+# ---------------------------------------------------------------- stage 1: VAE
+def train_vae(out: Path, r: Recipe, device: str):
+    """Stage 1: train an AutoencoderKL (``arch.VAE_CONFIG``) to reconstruct random scenes.
+
+    The loss is MSE + ``vae_l1_weight`` x L1 on the pictures, plus ``vae_kl_weight`` x the KL divergence of
+    the posterior from a standard normal (per pixel): just enough to keep the latents a smooth, bounded cloud.
+    Returns the VAE in eval mode."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(r.stage_seed("vae"))
+    vae = AutoencoderKL(**arch.VAE_CONFIG).to(device)
+    all_scenes = shapes.all_scenes()
+
+    def reconstruction_loss(rng):
+        x = scenes_tensor(rng.choices(all_scenes, k=r.vae_batch)).to(device)
+        posterior = vae.encode(x).latent_dist
+        rec = vae.decode(posterior.sample()).sample
+        kl = posterior.kl().mean() / x[0].numel()
+        loss = F.mse_loss(rec, x) + r.vae_l1_weight * F.l1_loss(rec, x) + r.vae_kl_weight * kl
+        return loss, f" kl {kl.item():.3f}"
+
+    return fit_vae(out, "VAE", vae, list(vae.parameters()), r.vae_steps, r.vae_lr, r.vae_warmup,
+                   r.stage_seed("vae"), r, device, reconstruction_loss)
+
+
+# ---------------------------------------------------------------- stages 2 and 4: decoder alone
+def train_decoder(out: Path, vae, r: Recipe, device: str, robust: bool = False, scaling: float = 1.0):
+    """Stage 2: freeze the encoder (so the latents, and everything the UNet learns, stay put) and
+    sharpen the decoder alone. Joint training leaves a blurry decoder (edges smeared into rings);
+    the decoder alone, with its encoder fixed, learns much sharper pictures quickly.
+
+    Stage 4 (``robust=True``): each latent gets Gaussian noise of a random strength up to ``r.latent_noise``
+    (in scaled-latent units; the measured ``scaling`` converts), and the decoder learns to draw the clean
+    picture anyway. The UNet's latents are never exactly on the encoder's manifold; a decoder that
+    forgives small errors draws flat colours and sharp corners from them."""
+    all_scenes = shapes.all_scenes()
+    noise = r.latent_noise if robust else 0.0
+
+    def noisy_latents_loss(rng):
+        x = scenes_tensor(rng.choices(all_scenes, k=r.vae_batch)).to(device)
+        return decoder_loss(vae, encode_with_noise(vae, x, noise, scaling), x, r)
+
+    name, steps, lr = ("decoder_robust", r.robust_decoder_steps, r.robust_decoder_lr) if robust else (
+        "decoder", r.decoder_steps, r.decoder_lr)
+    return fit_vae(out, name, vae, decoder_params(vae), steps, lr, r.decoder_warmup, r.stage_seed(name), r, device,
+                   noisy_latents_loss)
+
+
+# ---------------------------------------------------------------- stage 3: latents and scaling factor
+@torch.no_grad()
+def latent_cache(vae, device: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Stage 3: the posterior mean and std of every scene, and the measured scaling factor 1 / std of the means."""
+    all_scenes = shapes.all_scenes()
+    means, stds = [], []
+    for i in range(0, len(all_scenes), 128):
+        dist = vae.encode(scenes_tensor(all_scenes[i : i + 128]).to(device)).latent_dist
+        means.append(dist.mean), stds.append(dist.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    scaling = 1.0 / mean.std().item()
+    return mean, std, scaling
+
+
+# ---------------------------------------------------------------- stage 5: text encoder + UNet
+class CaptionIds:
+    """Tokenises captions once and remembers them (the grammar has few distinct captions)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.cache = tokenizer, {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = [c for c in set(captions) if c not in self.cache]
+        if missing:
+            ids = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids
+            self.cache.update(zip(missing, ids))
+        return torch.stack([self.cache[c] for c in captions])
+
+
+def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scaling: float, device: str):
+    """Stage 5: train a CLIPTextModel and a UNet2DConditionModel together on SD's denoising loss.
+
+    Each step takes ``unet_batch`` training scenes, samples their latents from the cached posterior
+    (``mean``, ``std``; times the measured ``scaling``), noises them at random timesteps of SD's schedule and
+    asks the UNet for the noise (epsilon prediction), conditioned on the scene's caption with parts left out,
+    or on the empty caption (``caption_dropout``). The noise has a per-channel offset (``offset_noise``); each
+    picture's loss is weighted by min(SNR, ``snr_gamma``) / SNR. An EMA of the weights is kept, and that EMA
+    is what this returns (text encoder and UNet, in eval mode). Resumes from ``out / "unet.pt"``."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    ckpt = out / "unet.pt"
+    torch.manual_seed(r.stage_seed("unet_init"))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**arch.TEXT_CONFIG)).to(device)
+    unet = UNet2DConditionModel(**arch.UNET_CONFIG).to(device)
+    params = list(text_encoder.parameters()) + list(unet.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=r.unet_lr, weight_decay=r.unet_weight_decay)
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device)
+        text_encoder.load_state_dict(state["text_encoder"]), unet.load_state_dict(state["unet"])
+        if "opt" in state:  # a checkpoint seeded from exported weights has no optimizer state or EMA yet
+            opt.load_state_dict(state["opt"])
+        ema = [e.to(device) for e in state["ema"]] if "ema" in state else [p.detach().clone() for p in params]
+        start = state["step"]
+        log(f"UNet: resuming at step {start}", out)
+    if start < r.unet_steps:
+        schedule_keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+        sched = DDPMScheduler(**{k: arch.SCHEDULER_CONFIG[k] for k in schedule_keys})
+        ab = sched.alphas_cumprod.to(device)
+        snr = ab / (1 - ab)
+        weight = torch.clamp(snr, max=r.snr_gamma) / snr  # min-SNR weighting for epsilon prediction
+        tok = CaptionIds(load_tokenizer())
+        all_scenes = shapes.all_scenes()
+        train_idx = training_scene_indices()
+        rng = random.Random(r.stage_seed("unet") + start)
+        gen = torch.Generator(device="cpu").manual_seed(r.stage_seed("unet") + start)
+        mean, std = mean.to(device), std.to(device)
+        t0, ema_loss = time.time(), None
+        for step in range(start, r.unet_steps):
+            set_lr(opt, lr_at(step, r.unet_steps, r.unet_lr, r.unet_warmup, r.lr_floor))
+            # a batch: scenes, their captions (some empty, some shortened), latents, noise, timesteps
+            idx = rng.choices(train_idx, k=r.unet_batch)
+            caps = ["" if rng.random() < r.caption_dropout
+                    else shapes.random_caption(all_scenes[i], rng, r.caption_part_dropout) for i in idx]
+            ids = tok(caps).to(device)
+            idx_t = torch.tensor(idx, device=device)
+            eps_post = torch.randn(mean[idx_t].shape, generator=gen).to(device)
+            x0 = (mean[idx_t] + std[idx_t] * eps_post) * scaling  # a sample of the posterior, scaled
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            noise = noise + r.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=gen).to(device)
+            t = torch.randint(0, 1000, (r.unet_batch,), generator=gen).to(device)
+            xt = sched.add_noise(x0, noise, t)
+            # the UNet predicts the noise; each picture's squared error is weighted by min-SNR
+            pred = unet(xt, t, text_encoder(ids).last_hidden_state).sample
+            loss = ((pred - noise).square().mean(dim=(1, 2, 3)) * weight[t]).mean()
+            optimiser_step(opt, loss, params, r.grad_clip)
+            with torch.no_grad():  # the EMA warms up: its decay grows from 0.1 towards ema_decay
+                d = min(r.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
+            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+            if (step + 1) % LOG_EVERY == 0 or step + 1 == r.unet_steps:
+                rate = (step + 1 - start) / (time.time() - t0)
+                eta = (r.unet_steps - step - 1) / rate / 60
+                log(f"UNet step {step + 1}/{r.unet_steps} loss {ema_loss:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                    f"({rate:.2f} steps/s, {eta:.0f} min left)", out)
+            if (step + 1) % UNET_SAVE_EVERY == 0 or step + 1 == r.unet_steps:
+                save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), opt=opt.state_dict(),
+                          ema=ema, step=step + 1)
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    return text_encoder.eval(), unet.eval()
+
+
+# ---------------------------------------------------------------- stage 6: decoder on the UNet's latents
+@torch.no_grad()
+def generated_latents(out: Path, vae, text_encoder, unet, r: Recipe, scaling: float, device: str):
+    """Latents that the trained UNet itself draws (DDIM) for ``r.polish_samples`` training captions, at the
+    guidance scales ``r.polish_guidances`` in turn, kept where the current decoder's picture already shows the
+    caption's colour, background, position and size (so that the caption's render is a fair target).
+    Held-out scenes are never used. Returns (latents, scene indices), or (None, None) when none is kept.
+    Cached in ``out / "generated_latents.pt"``."""
+    from . import evaluate
+
+    n, batch = r.polish_samples, r.polish_draw_batch
+    cache = out / "generated_latents.pt"
+    if cache.exists():
+        state = torch.load(cache, map_location=device)
+        if state["n"] == n:
+            return state["latents"], state["scene_index"]
+    vae.register_to_config(scaling_factor=float(round(scaling, 5)))  # the pipeline scales latents by it
+    pipe = build_pipeline(vae, text_encoder, unet)
+    pipe.set_progress_bar_config(disable=True)
+    all_scenes = shapes.all_scenes()
+    idx = random.Random(r.stage_seed("polish_captions")).choices(training_scene_indices(), k=n)
+    kept_lat, kept_idx, t0 = [], [], time.time()
+    for b in range(0, n, batch):
+        chunk = idx[b : b + batch]
+        guidance = r.polish_guidances[(b // batch) % len(r.polish_guidances)]
+        gen = [torch.Generator("cpu").manual_seed(r.stage_seed("polish_pictures") + b + j) for j in range(len(chunk))]
+        lat = pipe([all_scenes[i].caption() for i in chunk], num_inference_steps=r.polish_sampling_steps,
+                   guidance_scale=guidance, generator=gen, output_type="latent").images
+        pics = ((vae.decode(lat / vae.config.scaling_factor).sample.clamp(-1, 1) + 1) * 127.5).round().byte()
+        for z, pic, i in zip(lat, pics.permute(0, 2, 3, 1).cpu().numpy(), chunk):
+            ok = evaluate.score(evaluate.read_picture(pic), all_scenes[i])
+            if ok["colour"] and ok["background"] and ok["position"] and ok["size"]:
+                kept_lat.append(z / vae.config.scaling_factor), kept_idx.append(i)
+        log(f"generated latents: {b + len(chunk)}/{n} drawn, {len(kept_idx)} kept ({time.time() - t0:.0f} s)", out)
+    if not kept_idx:
+        log("generated latents: no picture matched its caption, so there is nothing to polish on", out)
+        return None, None
+    latents, scene_index = torch.stack(kept_lat), torch.tensor(kept_idx)
+    save_ckpt(cache, latents=latents, scene_index=scene_index, n=n)
+    return latents, scene_index
+
+
+def polish_decoder(out: Path, vae, latents: torch.Tensor, scene_index: torch.Tensor, r: Recipe, scaling: float,
+                   device: str):
+    """Stage 6: fine-tune the decoder on batches that are half the UNet's own ``latents`` (target: the clean
+    render of the scene ``scene_index`` names) and half the encoder's latents with noise (as in stage 4), so
+    that it draws flat colours and straight edges from what the sampler actually produces and still
+    reconstructs encoded pictures."""
+    all_scenes = shapes.all_scenes()
+    train_list = [all_scenes[i] for i in training_scene_indices()]
+    targets = scenes_tensor([all_scenes[i] for i in scene_index.tolist()]).to(device)
+    half = r.vae_batch // 2
+
+    def half_generated_half_encoded_loss(rng):
+        pick = torch.tensor(rng.choices(range(len(latents)), k=half))
+        x = scenes_tensor(rng.choices(train_list, k=r.vae_batch - half)).to(device)
+        z = encode_with_noise(vae, x, r.latent_noise, scaling)
+        return decoder_loss(vae, torch.cat([latents[pick].to(device), z]), torch.cat([targets[pick], x]), r)
+
+    return fit_vae(out, "decoder_polish", vae, decoder_params(vae), r.polish_steps, r.polish_lr, r.decoder_warmup,
+                   r.stage_seed("decoder_polish"), r, device, half_generated_half_encoded_loss)
+
+
+# ---------------------------------------------------------------- export
+SD_SCALING_FACTOR = 0.18215  # Stable Diffusion v1.x's latent scale, which tutorials write as 1 / 0.18215
+LATENT_CONVS = ("quant_conv.", "post_quant_conv.")  # kept in float32 on disk: they carry the folded scale
+
+
+@torch.no_grad()
+def fold_latent_scale(vae, measured: float, target: float = SD_SCALING_FACTOR):
+    """Make ``target`` the VAE's scaling factor without changing what the UNet sees or what is decoded.
+
+    The UNet learnt latents ``measured * z``. With ``k = measured / target`` the VAE is rewritten to
+    produce ``z' = k * z`` instead, so that ``target * z' == measured * z`` exactly:
+    ``quant_conv``'s mean outputs are multiplied by ``k`` (a Gaussian's std scales with it, so its
+    log-variance outputs gain ``2 ln k``), and ``post_quant_conv``'s weights are divided by ``k`` (it
+    reads ``z'`` and must compute what it computed from ``z``)."""
+    k = measured / target
+    channels = vae.config.latent_channels
+    qc, pqc = vae.quant_conv, vae.post_quant_conv
+    qc.weight[:channels] *= k  # mean
+    qc.bias[:channels] *= k
+    qc.bias[channels:] += 2 * math.log(k)  # log-variance
+    pqc.weight /= k
+    vae.register_to_config(scaling_factor=target)
+    return vae
+
+
+def export(folder: Path, vae, text_encoder, unet, scaling: float, record: dict | None = None):
+    """Save a diffusers folder that StableDiffusionPipeline.from_pretrained reads (safetensors).
+
+    The weights are stored in float16 (half the size) but every config says float32, so plain
+    ``from_pretrained`` calls with no dtype give float32 components, as SD v1.x's do. The measured
+    ``scaling`` is folded into the VAE (``fold_latent_scale``), so the folder's scaling factor is SD's
+    0.18215 and the two small convolutions that carry it stay in float32. ``record`` (the recipe, the
+    machine, the times) is written beside the weights as ``train_info.json``."""
+    import diffusers
+
+    folder = Path(folder)
+    tokenizer_files = {p.name: p.read_bytes() for p in (MINI_MODEL_DIR / "tokenizer").iterdir()}
+    build_pipeline(fold_latent_scale(copy.deepcopy(vae), scaling), text_encoder, unet).save_pretrained(
+        folder, safe_serialization=True)
+    halve_weights(folder, keep_float32=LATENT_CONVS)
+    # transformers 5 saves only tokenizer.json; ship the classic vocab.json + merges.txt pair
+    # that sdcourse.mini.clip_vocab made from open_clip's vocabulary file (the same ids, readable files).
+    shutil.rmtree(folder / "tokenizer")
+    (folder / "tokenizer").mkdir()
+    for name, data in tokenizer_files.items():
+        (folder / "tokenizer" / name).write_bytes(data)
+    # Write the scheduler config in full, with every field pinned: DDIM reads clip_sample
+    # (its default, True, would clip latents to [-1, 1]).
+    cfg = dict(arch.SCHEDULER_CONFIG, _diffusers_version=diffusers.__version__)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    if record is not None:
+        (folder / "train_info.json").write_text(json.dumps(record, indent=2) + "\n")
+    return folder
+
+
+def halve_weights(folder: Path, keep_float32: tuple[str, ...] = ()):
+    """Rewrite every ``*.safetensors`` file under ``folder`` in float16, except the tensors whose names start
+    with one of ``keep_float32``. The configs are left as saved (float32), and diffusers and transformers
+    load float16 weights into a float32 model when no dtype is asked for."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    for path in Path(folder).rglob("*.safetensors"):
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        halved = {k: v if not v.is_floating_point() or k.startswith(keep_float32) else v.half()
+                  for k, v in tensors.items()}
+        save_file(halved, path, metadata=metadata)
+
+
+# ---------------------------------------------------------------- the command
+def parse_args(argv=None) -> tuple[argparse.Namespace, Recipe]:
+    """The run's options, and the :class:`Recipe` made of the others (one option per field)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
+    ap.add_argument("--export", type=Path, default=MINI_MODEL_DIR, help="where the trained diffusers folder goes")
+    ap.add_argument("--decoder-only", action="store_true", help="stop after the decoder stages (2 and 4)")
+    ap.add_argument("--export-now", action="store_true",
+                    help="export the latest checkpoints (EMA weights) without training further")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    recipe = ap.add_argument_group("recipe", "every training setting (defaults: the shipped model's recipe)")
+    for f in fields(Recipe):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, tuple):
+            recipe.add_argument(flag, type=float, nargs="+", default=f.default, help=f.metadata["help"])
+        else:
+            recipe.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+    args = ap.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(Recipe)}
+    return args, Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def steps_done(out: Path) -> dict:
+    """How many steps each stage's checkpoint in ``out`` holds (0 for an optional stage never run)."""
+    for needed in ("vae.pt", "unet.pt"):
+        if not (out / needed).exists():
+            raise SystemExit(f"--export-now needs the checkpoint {out / needed}, which does not exist")
+
+    def step(name: str) -> int:
+        path = out / f"{name}.pt"
+        return torch.load(path, map_location="cpu")["step"] if path.exists() else 0
+
+    done = {"vae_steps": step("vae"), "unet_steps": step("unet"), "robust_decoder_steps": step("decoder_robust"),
+            "polish_steps": step("decoder_polish")}
+    if (out / "decoder.pt").exists():
+        done["decoder_steps"] = step("decoder")
+    return done
+
+
+def main(argv=None):
+    args, r = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out, device = args.out, args.device
+    out.mkdir(parents=True, exist_ok=True)
+    if args.export_now:
+        r = replace(r, **steps_done(out))
+    t0 = clock = time.time()
+    minutes = {}
+
+    def stage_done(name: str):
+        nonlocal clock
+        minutes[name], clock = round((time.time() - clock) / 60, 1), time.time()
+
+    log(f"training on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}", out)
+    vae = train_vae(out, r, device)
+    stage_done("vae")
+    vae = train_decoder(out, vae, r, device)
+    stage_done("decoder")
+    mean, std, scaling = latent_cache(vae, device)
+    log(f"latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", out)
+    if r.robust_decoder_steps:
+        vae = train_decoder(out, vae, r, device, robust=True, scaling=scaling)
+        stage_done("decoder_robust")
+    if args.decoder_only:
+        return
+    text_encoder, unet = train_unet(out, r, mean, std, scaling, device)
+    stage_done("unet")
+    if r.polish_steps:
+        latents, scene_index = generated_latents(out, vae, text_encoder, unet, r, scaling, device)
+        stage_done("polish_pictures")
+        if latents is None:
+            r = replace(r, polish_steps=0)
+        else:
+            vae = polish_decoder(out, vae, latents, scene_index, r, scaling, device)
+            stage_done("decoder_polish")
+    record = {**asdict(r), "scaling_factor": scaling, "device": device, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "stage_minutes_this_run": minutes,
+              "wall_minutes_this_run": round((time.time() - t0) / 60, 1)}
+    export(args.export, vae.cpu(), text_encoder.cpu(), unet.cpu(), scaling, record)
+    (out / "train_info.json").write_text(json.dumps(record, indent=2) + "\n")
+    log(f"exported to {args.export} after {record['wall_minutes_this_run']:.1f} min", out)
+
+
+if __name__ == "__main__":
+    main()
