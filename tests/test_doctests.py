@@ -15,6 +15,7 @@ import sdcourse
 
 MODULES = ["validate", "interp", "metrics", "course_data", "animation", "seeds", "images", "loop", "img2img",
            "inpaint", "schedulers", "video", "fast_loop", "speed", "colab", "loader"]
+MODULES += ["shapes", "mini.evaluate"]  # the mini model's world and its checker
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -395,7 +395,7 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
             x0 = (mean[idx_t] + std[idx_t] * eps_post) * scaling  # a sample of the posterior, scaled
             noise = torch.randn(x0.shape, generator=gen).to(device)
             noise = noise + r.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=gen).to(device)
-            t = torch.randint(0, 1000, (r.unet_batch,), generator=gen).to(device)
+            t = torch.randint(0, sched.config.num_train_timesteps, (r.unet_batch,), generator=gen).to(device)
             xt = sched.add_noise(x0, noise, t)
             # the UNet predicts the noise; each picture's squared error is weighted by min-SNR
             pred = unet(xt, t, text_encoder(ids).last_hidden_state).sample
@@ -598,9 +598,9 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     out, device = args.out, args.device
-    out.mkdir(parents=True, exist_ok=True)
     if args.export_now:
         r = replace(r, **steps_done(out))
+    out.mkdir(parents=True, exist_ok=True)
     t0 = clock = time.time()
     minutes = {}
 
@@ -615,6 +615,7 @@ def main(argv=None):
     stage_done("decoder")
     mean, std, scaling = latent_cache(vae, device)
     log(f"latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", out)
+    stage_done("latent_cache")
     if r.robust_decoder_steps:
         vae = train_decoder(out, vae, r, device, robust=True, scaling=scaling)
         stage_done("decoder_robust")
