@@ -81,3 +81,9 @@ def test_check_targets_counts_a_tie_at_100_percent():
     assert line.startswith("PASS") and "a tie at 100%" in line
     line = next(line for line in ev.check_targets(_results({"background": 0.99}, {"background": 0.99})) if " background:" in line)
     assert line.startswith("FAIL") and "tie" not in line
+
+
+def test_check_targets_says_when_guidance_1_was_not_run():
+    only_hi = {7.5: _results({"colour": 0.96}, {})[7.5]}
+    line = next(line for line in ev.check_targets(only_hi) if " colour:" in line)
+    assert line.startswith("PASS") and "guidance 1.0 was not run" in line

@@ -106,8 +106,9 @@ class Recipe:
     lr_floor: float = setting(0.1, "the cosine ends at this fraction of the peak learning rate, every stage")
 
     def stage_seed(self, stage: str) -> int:
-        """The seed of one stage's random numbers. Each stage has its own, so that a stage rerun alone
-        (or resumed: the step it resumes at is added) draws what it drew in the full run."""
+        """The seed of one stage's random numbers. Each stage has its own, so that what it draws does not
+        depend on the stages before it having run in the same process. A stage resumed from a checkpoint
+        reseeds with this seed plus the step it resumes at."""
         return {
             "vae": self.seed,  # weights' initialisation and batches
             "decoder": self.seed + 7,
