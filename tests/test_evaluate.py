@@ -87,3 +87,12 @@ def test_check_targets_says_when_guidance_1_was_not_run():
     only_hi = {7.5: _results({"colour": 0.96}, {})[7.5]}
     line = next(line for line in ev.check_targets(only_hi) if " colour:" in line)
     assert line.startswith("PASS") and "guidance 1.0 was not run" in line
+
+
+@pytest.mark.parametrize("argv, message", [(["-n", "0"], "-n must be at least 1, got 0"),
+                                           (["--steps", "0"], "--steps must be at least 1, got 0"),
+                                           (["--sampler", "plms"], "invalid choice: 'plms'")])
+def test_command_refuses_bad_options_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        ev.main(argv)
+    assert message in capsys.readouterr().err

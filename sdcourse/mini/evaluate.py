@@ -311,6 +311,9 @@ def main(argv=None):
     ap.add_argument("--grid", type=Path, default=None, help="write a captioned sample grid (first sampler, 7.5) here")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = ap.parse_args(argv)
+    for name, value, least in (("-n", args.n, 1), ("--steps", args.steps, 1), ("--short", args.short, 0)):
+        if value < least:
+            ap.error(f"{name} must be at least {least}, got {value}")
     import torch
 
     from ..loader import load_pipeline
