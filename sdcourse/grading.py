@@ -296,6 +296,12 @@ def _check_submissions(submissions) -> Path:
                 if loose else "")
         raise ValueError(f"submissions={str(submissions)!r} has no student folders (expected "
                          f"submissions/<student>/NN_name.ipynb){hint}")
+    seen: dict[str, str] = {}
+    for folder in _student_folders(submissions):
+        other = seen.setdefault(folder.name.lower(), folder.name)
+        if other != folder.name:  # their feedback files would be one file on Windows and macOS
+            raise ValueError(f"submissions={str(submissions)!r} has student folders {other!r} and {folder.name!r}, "
+                             f"which differ only in case; rename or merge one")
     return submissions
 
 

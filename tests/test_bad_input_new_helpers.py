@@ -330,6 +330,13 @@ def test_source_folders_without_graded_notebooks(tmp_path):
         grading.make_student_versions(tmp_path / "empty", tmp_path / "student")
 
 
+def test_student_names_that_differ_only_in_case_are_refused(tmp_path):
+    for name in ("Alice", "alice"):
+        notebook(tmp_path / "subs" / name / "06_img2img.ipynb")
+    with fast(), pytest.raises(ValueError, match="has student folders 'Alice' and 'alice', which differ only in case"):
+        grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, progress=False)
+
+
 def test_an_empty_student_folder_gets_a_note(tmp_path):
     (tmp_path / "subs" / "carol").mkdir(parents=True)
     assert grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, progress=False) == []
