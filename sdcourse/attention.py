@@ -40,7 +40,7 @@ from .images import latents_to_pil
 from .loop import denoise, encode_prompt, initial_latents
 from .seeds import make_generator
 from .shapes import PALETTE, Scene
-from .validate import (check_guidance, check_index, check_instance, check_int, check_mask, check_number,
+from .validate import (check_guidance, check_index, check_instance, check_int, check_list_of, check_mask, check_number,
                        check_picture, check_pipeline, check_prompts, check_seed, check_side, check_steps,
                        check_tensor, check_text, check_unet, check_weights)
 
@@ -226,16 +226,6 @@ class AttentionResult:
     tokens: list = field(default_factory=list)  # per prompt: the token strings, start token first
 
 
-def check_scenes(scenes) -> list:
-    """Check a list of :class:`sdcourse.shapes.Scene` (what ``random_scenes`` returns); return it as a list."""
-    if isinstance(scenes, (str, bytes)) or not hasattr(scenes, "__iter__"):
-        check_instance(scenes, "scenes", list, "a list of sdcourse.shapes.Scene")
-    scenes = list(scenes)
-    for i, scene in enumerate(scenes):
-        check_instance(scene, f"scenes[{i}]", Scene, "a sdcourse.shapes.Scene")
-    return scenes
-
-
 def prompt_tokens(tokenizer, prompt: str) -> list[str]:
     """The prompt's tokens as the text encoder sees them, start and end tokens included.
 
@@ -406,7 +396,7 @@ def placement(pipe, scenes, seed: int = 0, steps: int = 20, guidance: float = 7.
     from tqdm.auto import tqdm
 
     check_pipeline(pipe), check_int(batch, "batch", 1, 64, example=8)
-    scenes = check_scenes(scenes)
+    scenes = check_list_of(scenes, "scenes", Scene, "a sdcourse.shapes.Scene")
     rows, images = [], []
     for start in tqdm(range(0, len(scenes), batch), disable=not progress, desc="captions"):
         chunk = scenes[start:start + batch]

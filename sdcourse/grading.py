@@ -244,7 +244,11 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
     Writes ``out_dir/gradebook.csv`` (student, chapter, exercise, points, max_points, note) and one
     feedback file per student in ``out_dir/feedback/``, and returns the rows. A file that is not a
     notebook, raises, runs past the time limit or lacks check cells scores 0 for what it could not
-    show, with a note saying why; grading carries on with the next file.
+    show, with a note saying why; grading carries on with the next file. Hidden folders
+    (``.ipynb_checkpoints``) are not students; a student's second file for the same chapter is
+    noted and not graded (the one nearest the top of the folder is); an empty folder gets a note.
+    Bad arguments (no student folders, no graded source notebooks, an output folder that cannot be
+    written, a time limit outside 1 s to a day) are refused before anything is graded.
     """
     submissions = _check_submissions(submissions)
     check_seconds(notebook_timeout, "notebook_timeout"), check_seconds(cell_timeout, "cell_timeout")

@@ -290,6 +290,20 @@ def check_instance(value, name: str, kind, what: str):
     return value
 
 
+def check_list_of(values, name: str, kind, what: str) -> list:
+    """Check a list (or tuple, or other iterable but not a string) whose items are all ``kind``; return a list.
+
+    >>> check_list_of((1, 2), "sizes", int, "a whole number")
+    [1, 2]
+    """
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list, each item {what}; got {type(values).__name__} {_short_repr(values)}.")
+    values = list(values)
+    for i, value in enumerate(values):
+        check_instance(value, f"{name}[{i}]", kind, what)
+    return values
+
+
 def _short_repr(value, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -22,6 +22,7 @@ from sdcourse import grading
 from sdcourse import playground as pg
 from sdcourse.playground import Settings, problems
 from sdcourse.shapes import Scene
+from sdcourse.validate import check_list_of
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -237,7 +238,7 @@ def test_reading_maps_of_a_prompt_that_is_not_there(result):
      "heat holds 64 NaN or infinite value"),
     (lambda: at.placement(None, [], progress=False), TypeError, "pipe must be a Stable Diffusion pipeline"),
     (lambda: at.placement(type("P", (), dict(unet=1, vae=1, tokenizer=1, text_encoder=1, scheduler=1))(), "abc"),
-     TypeError, "scenes must be a list of sdcourse.shapes.Scene; got str 'abc'"),
+     TypeError, "scenes must be a list, each item a sdcourse.shapes.Scene; got str 'abc'"),
     (lambda: at.colour_mask(Image.new("RGB", (8, 8)), "Red"), ValueError, "colour must be one of"),  # good before
 ])
 def test_map_helpers_bad_arguments(call, error, words):
@@ -271,9 +272,10 @@ def test_where_the_layers_sit_bad_arguments(pipe):
 
 
 def test_scenes_may_be_any_sequence_of_scenes_but_nothing_else():
-    assert at.check_scenes((Scene("circle", "red", "blue"),))[0].shape == "circle"
+    scene = Scene("circle", "red", "blue")
+    assert check_list_of((scene,), "scenes", Scene, "a Scene") == [scene]
     with fast(), pytest.raises(TypeError, match=r"scenes\[1\] must be a sdcourse.shapes.Scene; got str 'x'"):
-        at.check_scenes([Scene("circle", "red", "blue"), "x"])
+        at.placement(type("P", (), dict(unet=1, vae=1, tokenizer=1, text_encoder=1, scheduler=1))(), [scene, "x"])
 
 
 # --------------------------------------------------------------------------- grading (nbgrader never runs here)
