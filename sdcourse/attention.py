@@ -39,8 +39,10 @@ from PIL import Image
 from .images import latents_to_pil
 from .loop import denoise, encode_prompt, initial_latents
 from .seeds import make_generator
-from .shapes import PALETTE
-from .validate import check_guidance, check_prompts, check_seed, check_steps
+from .shapes import PALETTE, Scene
+from .validate import (check_guidance, check_index, check_instance, check_int, check_list_of, check_mask, check_number,
+                       check_picture, check_pipeline, check_prompts, check_seed, check_side, check_steps,
+                       check_tensor, check_text, check_unet, check_weights)
 
 # How the heat maps are drawn over the picture (see overlay).
 HEAT_ALPHA = 0.65  # share of the heat colour in the blend (the rest: the picture in grey)
@@ -57,8 +59,9 @@ def cross_attention_layers(unet, height: int | None = None, width: int | None = 
     >>> cross_attention_layers(pipe.unet)[0]["name"]
     'down_blocks.0.attentions.0.transformer_blocks.0.attn2'
     """
-    height = unet.config.sample_size if height is None else height
-    width = unet.config.sample_size if width is None else width
+    check_unet(unet)
+    height = check_int(unet.config.sample_size if height is None else height, "height", 1, 256, example=64)
+    width = check_int(unet.config.sample_size if width is None else width, "width", 1, 256, example=64)
     levels = len(unet.config.block_out_channels)
     rows = []
     for name, module in unet.named_modules():
@@ -229,30 +232,18 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
     >>> prompt_tokens(pipe.tokenizer, "a red circle")
     ['<|startoftext|>', 'a', 'red', 'circle', '<|endoftext|>']
     """
+    check_text(prompt, "prompt")
     ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
     return [tokenizer.convert_ids_to_tokens(i).replace("</w>", "") for i in ids]
 
 
 def token_index(tokenizer, prompt: str, word: str) -> int:
     """Position of ``word`` among the prompt's tokens (0 is the start token); a sentence if it is missing."""
+    check_text(prompt, "prompt"), check_text(word, "word", "red")
     tokens = prompt_tokens(tokenizer, prompt)
     if word not in tokens[1:-1]:
         raise ValueError(f"word {word!r} is not one of the prompt's tokens {tokens[1:-1]}.")
     return tokens.index(word, 1)
-
-
-def check_weights(weights, n_tokens: int) -> dict:
-    """Check ``{token index: factor}``: indices of prompt tokens, factors >= 0."""
-    if weights is None:
-        return {}
-    if not isinstance(weights, dict):
-        raise TypeError(f"weights must be a dict {{token index: factor}}, got {weights!r}.")
-    for token, factor in weights.items():
-        if isinstance(token, bool) or not isinstance(token, int) or not 1 <= token < n_tokens - 1:
-            raise ValueError(f"weights: token index must be a word of the prompt, 1 to {n_tokens - 2}; got {token!r}.")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor < math.inf:
-            raise ValueError(f"weights: factor for token {token} must be a number >= 0; got {factor!r}.")
-    return dict(weights)
 
 
 @torch.no_grad()
@@ -269,11 +260,10 @@ def generate_with_maps(pipe, prompts, seed: int = 0, steps: int = 20, guidance: 
 
     >>> r = generate_with_maps(pipe, ["a red circle", "a blue circle"], share_maps=True)
     """
-    prompts = check_prompts(prompts)
-    seed, steps, guidance = check_seed(seed), check_steps(steps), check_guidance(guidance)
-    if share_steps is not None and (isinstance(share_steps, bool) or not isinstance(share_steps, int)
-                                    or not 0 <= share_steps <= steps):
-        raise ValueError(f"share_steps must be a whole number from 0 to steps = {steps}, got {share_steps!r}.")
+    check_pipeline(pipe)
+    prompts, seed, steps, guidance = check_prompts(prompts), check_seed(seed), check_steps(steps), check_guidance(guidance)
+    if share_steps is not None:
+        share_steps = check_int(share_steps, "share_steps", 0, steps, example=steps // 2, meaning=" (the steps)")
     tokens = [prompt_tokens(pipe.tokenizer, p) for p in prompts]
     weights = check_weights(weights, min(len(t) for t in tokens))
     if share_maps and len({len(t) for t in tokens}) > 1:
@@ -297,12 +287,16 @@ def generate_with_maps(pipe, prompts, seed: int = 0, steps: int = 20, guidance: 
 # --------------------------------------------------------------------------- reading the maps
 def word_maps(result: AttentionResult, index: int = 0) -> list[tuple[str, torch.Tensor]]:
     """``[(word, map (h, w))]`` for the words of prompt ``index`` (start and end tokens left out)."""
+    check_instance(result, "result", AttentionResult, "what generate_with_maps returns")
+    check_index(index, "index", len(result.tokens), "prompts")
     words = result.tokens[index][1:-1]
     return [(word, result.maps[index, i + 1]) for i, word in enumerate(words)]
 
 
 def token_shares(result: AttentionResult, index: int = 0) -> dict[str, float]:
     """Share of all attention (summed over the grid) that each of the prompt's tokens gets, plus the padding."""
+    check_instance(result, "result", AttentionResult, "what generate_with_maps returns")
+    check_index(index, "index", len(result.tokens), "prompts")
     per_token = result.maps[index].sum(dim=(-2, -1))
     per_token = per_token / per_token.sum()
     n = len(result.tokens[index])
@@ -313,12 +307,14 @@ def token_shares(result: AttentionResult, index: int = 0) -> dict[str, float]:
 
 def upsample(heat: torch.Tensor, size: int | tuple[int, int]) -> np.ndarray:
     """A map ``(h, w)`` resized (bilinear) to ``size`` pixels, as a float numpy array."""
-    size = (size, size) if isinstance(size, int) else size
+    check_tensor(heat, "heat", ndim=2)
+    size = check_side(size)
     return F.interpolate(heat[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def colour_mask(image: Image.Image, colour: str) -> np.ndarray:
     """Boolean mask of the pixels whose nearest palette colour (``shapes.PALETTE``) is ``colour``."""
+    check_picture(image, multiple=1)
     if colour not in PALETTE:
         raise ValueError(f"colour must be one of {', '.join(PALETTE)}, got {colour!r}.")
     names = list(PALETTE)
@@ -330,6 +326,7 @@ def colour_mask(image: Image.Image, colour: str) -> np.ndarray:
 
 def mass_inside(heat: torch.Tensor, mask: np.ndarray) -> float:
     """Fraction of the map's mass (resized to the mask's size) that lies inside the mask."""
+    check_tensor(heat, "heat", ndim=2), check_mask(mask)
     up = np.clip(upsample(heat, mask.shape), 0, None)
     return float(up[mask].sum() / max(up.sum(), 1e-12))
 
@@ -346,6 +343,7 @@ def heat_colours(values: np.ndarray) -> np.ndarray:
 
 def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = HEAT_ALPHA) -> Image.Image:
     """The picture with a heat map blended over it, stretched from its own minimum (dark) to maximum (bright)."""
+    check_picture(image, multiple=1), check_tensor(heat, "heat", ndim=2), check_number(alpha, "alpha", 0, 1)
     up = upsample(heat, (image.height, image.width))
     up = (up - up.min()) / max(up.max() - up.min(), 1e-12)
     base = np.asarray(image.convert("L").convert("RGB"), dtype=float)  # grey picture: the heat's colours stand out
@@ -360,8 +358,9 @@ def map_grid(image: Image.Image, words: list[tuple[str, torch.Tensor]], cell: in
     """
     from PIL import ImageDraw, ImageFont
 
-    if not isinstance(cols, int) or isinstance(cols, bool) or cols < 1:
-        raise ValueError(f"cols must be a whole number >= 1, got {cols!r}.")
+    check_picture(image, multiple=1), check_int(cell, "cell", 16, 1024, example=160), check_int(cols, "cols", 1, 64)
+    check_number(alpha, "alpha", 0, 1), title is None or check_text(title, "title")
+    cols = int(cols)
     font = ImageFont.load_default(size=max(12, cell // 9))
     label = cell // 6
     head = 0 if title is None else label
@@ -396,9 +395,8 @@ def placement(pipe, scenes, seed: int = 0, steps: int = 20, guidance: float = 7.
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise ValueError(f"batch must be a whole number >= 1, got {batch!r}.")
-    scenes = list(scenes)
+    check_pipeline(pipe), check_int(batch, "batch", 1, 64, example=8)
+    scenes = check_list_of(scenes, "scenes", Scene, "a sdcourse.shapes.Scene")
     rows, images = [], []
     for start in tqdm(range(0, len(scenes), batch), disable=not progress, desc="captions"):
         chunk = scenes[start:start + batch]

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import nbformat
 
+from .validate import check_path, check_seconds, check_writable_dir
+
 CHAPTER_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_NOTEBOOK_TIMEOUT = 300  # seconds for a whole submitted notebook
@@ -55,7 +57,7 @@ class Row:
 
 def chapter_of(name: str) -> str:
     """The assignment name of a chapter notebook's file name: ``"04_klms_loop_by_hand.ipynb"`` -> ``"ch04"``."""
-    match = CHAPTER_FILE.match(Path(name).name)
+    match = CHAPTER_FILE.match(check_path(name, "name", "04_klms_loop_by_hand.ipynb").name)
     if not match:
         raise ValueError(f"{name!r} is not a chapter notebook name (expected NN_name.ipynb, e.g. 04_klms_loop_by_hand.ipynb)")
     return f"ch{match.group(1)}"
@@ -74,11 +76,25 @@ def exercises(notebook) -> list[Exercise]:
 
 
 def graded_notebooks(source_dir: str | Path = "notebooks") -> list[Path]:
-    """The chapter notebooks in ``source_dir`` that have graded exercises."""
-    source_dir = Path(source_dir)
+    """The chapter notebooks in ``source_dir`` that have graded exercises (at least one, else ``ValueError``)."""
+    source_dir = check_path(source_dir, "source_dir", "notebooks")
     if not source_dir.is_dir():
         raise ValueError(f"source_dir={str(source_dir)!r} is not a folder of chapter notebooks")
-    return [p for p in sorted(source_dir.glob("*.ipynb")) if CHAPTER_FILE.match(p.name) and exercises(p)]
+    found = []
+    for path in sorted(source_dir.glob("*.ipynb")):
+        if not CHAPTER_FILE.match(path.name):
+            continue
+        try:
+            graded = exercises(path)
+        except Exception as exc:  # not JSON, not a notebook
+            raise ValueError(f"source_dir={str(source_dir)!r} holds {path.name}, which is not a readable notebook "
+                             f"({type(exc).__name__}); fix or remove it") from None
+        if graded:
+            found.append(path)
+    if not found:
+        raise ValueError(f"source_dir={str(source_dir)!r} has no chapter notebook with graded exercises "
+                         f"(NN_name.ipynb with nbgrader check cells), e.g. the course's notebooks/ folder")
+    return found
 
 
 def _nbgrader(course: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -114,11 +130,12 @@ def make_student_versions(source_dir: str | Path = "notebooks", out_dir: str | P
     """Write the student version of every graded chapter notebook into ``out_dir``.
 
     Solutions and hidden tests are removed, public checks kept, outputs cleared; the Colab badge and
-    the setup cell are ordinary cells and stay. Returns the paths written.
+    the setup cell are ordinary cells and stay. ``out_dir`` must not be the folder of the notebooks
+    (the student versions would overwrite the solutions). Returns the paths written.
     """
-    paths = [Path(p) for p in notebooks] if notebooks else graded_notebooks(source_dir)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = _check_notebooks(notebooks) if notebooks else graded_notebooks(source_dir)
+    _check_not_overwriting(out_dir, paths)
+    out_dir = check_writable_dir(out_dir, "out_dir", "student")
     written = []
     with tempfile.TemporaryDirectory(prefix="sdcourse-nbgrader-") as tmp:
         course = Path(tmp)
@@ -129,6 +146,23 @@ def make_student_versions(source_dir: str | Path = "notebooks", out_dir: str | P
             shutil.copy(released, target)
             written.append(target)
     return written
+
+
+def _check_notebooks(notebooks) -> list[Path]:
+    paths = [check_path(p, f"notebooks[{i}]", "notebooks/06_img2img.ipynb") for i, p in enumerate(notebooks)]
+    for i, path in enumerate(paths):
+        chapter_of(path)
+        if not path.is_file():
+            raise ValueError(f"notebooks[{i}]={str(path)!r} is not a file")
+    return paths
+
+
+def _check_not_overwriting(out_dir, paths: list[Path]) -> None:
+    target = check_path(out_dir, "out_dir", "student").resolve()
+    for path in paths:
+        if path.resolve().parent == target:
+            raise ValueError(f"out_dir={str(out_dir)!r} is the folder of {path.name}: the student versions would "
+                             f"overwrite the notebooks with their solutions; give another folder, e.g. 'student'")
 
 
 def _check_cell_ids(nb) -> set[str]:
@@ -162,6 +196,9 @@ def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_ti
     except Exception as exc:  # not JSON, not a notebook, unreadable
         return all_zero(f"{path.name} is not a readable notebook ({type(exc).__name__}); nothing could be graded")
     present = _check_cell_ids(nb)
+    if present and not present & {ex.grade_id for ex in expected}:  # e.g. chapter 07's notebook saved as 06_...
+        return all_zero(f"{path.name} holds the check cells {', '.join(sorted(present))}, none of {chapter}'s: "
+                        f"it looks like another chapter's notebook; nothing could be graded")
     target = course / "submitted" / student / chapter
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy(path, target / source.name)
@@ -207,28 +244,42 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
     Writes ``out_dir/gradebook.csv`` (student, chapter, exercise, points, max_points, note) and one
     feedback file per student in ``out_dir/feedback/``, and returns the rows. A file that is not a
     notebook, raises, runs past the time limit or lacks check cells scores 0 for what it could not
-    show, with a note saying why; grading carries on with the next file.
+    show, with a note saying why; grading carries on with the next file. Hidden folders
+    (``.ipynb_checkpoints``) are not students; a student's second file for the same chapter is
+    noted and not graded (the one nearest the top of the folder is); an empty folder gets a note.
+    Bad arguments (no student folders, no graded source notebooks, an output folder that cannot be
+    written, a time limit outside 1 s to a day) are refused before anything is graded.
     """
-    submissions, out_dir = Path(submissions), Path(out_dir)
-    if not submissions.is_dir():
-        raise ValueError(f"submissions={str(submissions)!r} is not a folder (expected submissions/<student>/NN_name.ipynb)")
+    submissions = _check_submissions(submissions)
+    check_seconds(notebook_timeout, "notebook_timeout"), check_seconds(cell_timeout, "cell_timeout")
+    out_dir = check_writable_dir(out_dir, "out_dir", "grades")  # before the long work, not after
     sources = {chapter_of(p.name): p for p in graded_notebooks(source_dir)}
     rows: list[Row] = []
     notes: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="sdcourse-grade-") as tmp:
         course = Path(tmp)
         released: set[str] = set()
-        for folder in sorted(p for p in submissions.iterdir() if p.is_dir()):
+        for folder in _student_folders(submissions):
             student = folder.name
             if not STUDENT_ID.match(student):
                 notes.setdefault(student, []).append(f"folder name {student!r} is not usable as a student id; skipped")
                 continue
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (len(p.parts), p))
+            if not files:
+                notes.setdefault(student, []).append("the folder is empty: no notebook was submitted")
+            graded_chapters: dict[str, Path] = {}
+            for path in files:
                 match = CHAPTER_FILE.match(path.name)
                 chapter = f"ch{match.group(1)}" if match else None
                 if chapter not in sources:
                     notes.setdefault(student, []).append(f"{path.name}: not a graded chapter notebook; ignored")
                     continue
+                if chapter in graded_chapters:  # one grade per chapter: the file nearest the top of the folder
+                    notes.setdefault(student, []).append(
+                        f"{path.relative_to(folder)}: a second file for {chapter}; ignored "
+                        f"(graded: {graded_chapters[chapter].relative_to(folder)})")
+                    continue
+                graded_chapters[chapter] = path
                 if progress:
                     print(f"grading {student} / {path.name}", flush=True)
                 if chapter not in released:
@@ -237,6 +288,30 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
                 rows += _grade_one(course, student, path, sources[chapter], notebook_timeout, cell_timeout)
     write_gradebook(rows, out_dir, notes)
     return rows
+
+
+def _check_submissions(submissions) -> Path:
+    submissions = check_path(submissions, "submissions", "submissions")
+    if not submissions.is_dir():
+        raise ValueError(f"submissions={str(submissions)!r} is not a folder (expected submissions/<student>/NN_name.ipynb)")
+    if not _student_folders(submissions):
+        loose = sorted(p.name for p in submissions.glob("*.ipynb"))
+        hint = (f"; it holds notebooks ({', '.join(loose[:3])}) directly: put each student's in a folder of its own"
+                if loose else "")
+        raise ValueError(f"submissions={str(submissions)!r} has no student folders (expected "
+                         f"submissions/<student>/NN_name.ipynb){hint}")
+    seen: dict[str, str] = {}
+    for folder in _student_folders(submissions):
+        other = seen.setdefault(folder.name.lower(), folder.name)
+        if other != folder.name:  # their feedback files would be one file on Windows and macOS
+            raise ValueError(f"submissions={str(submissions)!r} has student folders {other!r} and {folder.name!r}, "
+                             f"which differ only in case; rename or merge one")
+    return submissions
+
+
+def _student_folders(submissions: Path) -> list[Path]:
+    """The sub-folders of ``submissions``, leaving out hidden ones (``.ipynb_checkpoints``, ``.git``)."""
+    return sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def write_gradebook(rows: list[Row], out_dir: Path, notes: dict[str, list[str]] | None = None) -> None:
@@ -292,11 +367,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--timeout", type=float, default=DEFAULT_NOTEBOOK_TIMEOUT, help="seconds per notebook")
     g.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT, help="seconds per cell")
     args = parser.parse_args(argv)
-    if args.command == "student":
-        for path in make_student_versions(args.source, args.out):
-            print("wrote", path)
-        return 0
-    rows = grade(args.submissions, args.out, args.source, args.timeout, args.cell_timeout)
+    try:
+        if args.command == "student":
+            for path in make_student_versions(args.source, args.out):
+                print("wrote", path)
+            return 0
+        check_seconds(args.timeout, "--timeout"), check_seconds(args.cell_timeout, "--cell-timeout")
+        rows = grade(args.submissions, args.out, args.source, args.timeout, args.cell_timeout)
+    except (TypeError, ValueError) as err:  # bad arguments: one line, no traceback
+        sub.choices[args.command].error(str(err))
     print(summary_table(rows))
     print(f"gradebook: {Path(args.out) / 'gradebook.csv'}; feedback: {Path(args.out) / 'feedback'}/")
     return 0

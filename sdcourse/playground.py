@@ -39,7 +39,9 @@ from .loader import is_mini_model
 from .loop import encode_prompt, generate
 from .schedulers import set_scheduler
 from .seeds import make_generator
-from .validate import check_guidance, check_num_frames, check_seed, check_size, check_steps, check_strength
+from .validate import (check_choice, check_guidance, check_instance, check_int, check_literal, check_num_frames,
+                       check_pipeline, check_same_size, check_seed, check_size, check_steps, check_strength,
+                       check_text, check_upload)
 from .video import gif_bytes
 
 MODES = ("txt2img", "img2img", "inpaint", "dream")
@@ -78,6 +80,7 @@ class Settings:
 
 def default_size(pipe) -> int:
     """The model's picture side in pixels: ``unet.config.sample_size * vae_scale_factor``."""
+    check_pipeline(pipe)
     return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
@@ -87,8 +90,12 @@ def _data_side(pipe) -> int:
 
 
 # --------------------------------------------------------------------------- checks
-def problems(s: Settings, uploads: dict | None = None) -> dict[str, str]:
-    """Check the settings; returns ``{knob: one sentence}`` for each bad knob (empty when all is well)."""
+def problems(s: Settings, uploads: dict | None = None, open_pictures: bool = True) -> dict[str, str]:
+    """Check the settings; returns ``{knob: one sentence}`` for each bad knob (empty when all is well).
+
+    ``open_pictures=False`` leaves out opening the start picture and mask (for code that only names them).
+    """
+    check_instance(s, "settings", Settings, "a playground Settings(...)")
     uploads = uploads or {}
     found = {}
 
@@ -98,30 +105,35 @@ def problems(s: Settings, uploads: dict | None = None) -> dict[str, str]:
         except (TypeError, ValueError) as err:
             found[knob] = str(err)
 
-    if s.mode not in MODES:
-        found["mode"] = f"mode must be one of {', '.join(MODES)}; got {s.mode!r}."
-    if not s.prompt.strip():
+    guard("mode", check_choice, s.mode, "mode", MODES)
+    for knob in ("prompt", "negative", "prompt_b"):
+        guard(knob, check_text, getattr(s, knob), knob)
+    if "prompt" not in found and not s.prompt.strip():
         found["prompt"] = "The prompt is empty: type what the picture should show, e.g. 'a red circle'."
-    if s.mode != "dream" and not 1 <= s.n_images <= 4:
-        found["n_images"] = f"The number of pictures must be 1 to 4; got {s.n_images}."
+    if s.mode != "dream":
+        guard("n_images", check_int, s.n_images, "n_images (the number of pictures)", 1, 4, 2)
     guard("steps", check_steps, s.steps)
     guard("guidance", check_guidance, s.guidance)
     guard("seed", check_seed, s.seed)
     guard("width", check_size, 8, s.width)
     guard("height", check_size, s.height, 8)
-    if s.scheduler not in SCHEDULERS.values():
-        found["scheduler"] = f"scheduler must be one of {', '.join(SCHEDULERS)}; got {s.scheduler!r}."
+    guard("scheduler", check_choice, s.scheduler, "scheduler", list(SCHEDULERS.values()),
+          {v: k for k, v in SCHEDULERS.items()})
     if s.mode == "img2img":
         guard("strength", check_strength, s.strength)
-    if s.mode in ("img2img", "inpaint") and "width" not in found and "height" not in found:
+    if s.mode in ("img2img", "inpaint"):
+        guard("picture", check_choice, s.picture, "picture", (*PICTURES, UPLOAD))
+    if s.mode == "inpaint":
+        guard("mask", check_choice, s.mask, "mask", (*MASKS, UPLOAD))
+    if open_pictures and s.mode in ("img2img", "inpaint") and not found.keys() & {"picture", "width", "height"}:
         try:
             start_picture(s, uploads, 64)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             found["picture"] = str(err)
-    if s.mode == "inpaint" and not found.keys() & {"picture", "width", "height"}:
+    if open_pictures and s.mode == "inpaint" and not found.keys() & {"picture", "mask", "width", "height"}:
         try:
             mask_picture(s, uploads, 64)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             found["mask"] = str(err)
     if s.mode == "dream":
         guard("seed_b", check_seed, s.seed_b)
@@ -131,11 +143,20 @@ def problems(s: Settings, uploads: dict | None = None) -> dict[str, str]:
     return found
 
 
+def check_settings(s: Settings, uploads: dict | None = None, open_pictures: bool = True) -> Settings:
+    """Raise ``ValueError`` naming the first bad knob of ``s`` (see :func:`problems`); return ``s`` when all is well."""
+    found = problems(s, uploads, open_pictures)
+    if found:
+        knob, sentence = next(iter(found.items()))
+        raise ValueError(f"Settings.{knob}={getattr(s, knob)!r}: {sentence}")
+    return s
+
+
 def _open_upload(knob: str, upload: dict | None, mode: str) -> Image.Image:
     if not upload:
         raise ValueError(f"No {knob} uploaded yet: use the upload button next to it, or pick one from data/.")
     try:
-        with Image.open(io.BytesIO(upload["content"])) as im:
+        with check_upload(upload, knob) as im:  # refuses a file that is not a picture, or a huge one, unread
             return im.convert(mode)
     except (UnidentifiedImageError, OSError):
         raise ValueError(f"The uploaded {knob} {upload['name']!r} is not a picture (use a PNG or JPEG).") from None
@@ -164,6 +185,8 @@ def mask_picture(s: Settings, uploads: dict, data_side: int) -> Image.Image:
 
 def mask_overlay(picture: Image.Image, mask: Image.Image) -> Image.Image:
     """The picture with the region to repaint (white in the mask) tinted red."""
+    check_same_size(check_instance(picture, "picture", Image.Image, "a PIL picture"),
+                    check_instance(mask, "mask", Image.Image, "a PIL picture"))
     red = Image.new("RGB", picture.size, (255, 0, 0))
     tinted = Image.blend(picture.convert("RGB"), red, 0.5)
     return Image.composite(tinted, picture.convert("RGB"), mask.convert("L").point(lambda v: 255 if v >= 128 else 0))
@@ -172,6 +195,7 @@ def mask_overlay(picture: Image.Image, mask: Image.Image) -> Image.Image:
 # --------------------------------------------------------------------------- the work
 def run(pipe, s: Settings, uploads: dict | None = None) -> list[Image.Image]:
     """Make the pictures (or, for dream, the frames) for the settings ``s``; the same calls as :func:`reproduce_code`."""
+    check_pipeline(pipe), check_settings(s, uploads)
     uploads = uploads or {}
     set_scheduler(pipe, s.scheduler)
     neg = s.negative or None
@@ -207,6 +231,7 @@ def model_argument(pipe) -> str:
 
 def reproduce_code(s: Settings, model: str = '"mini"', upload_names: dict | None = None) -> str:
     """Python code that makes the result of settings ``s`` again with ``sdcourse`` calls (same pixels)."""
+    check_settings(s, open_pictures=False), check_literal(model, "model", '"mini"')
     upload_names = upload_names or {}
     common = f"steps={s.steps}, guidance={s.guidance!r}" + (f", negative={s.negative!r}" if s.negative else "")
     lines = ["import sdcourse", "from sdcourse.schedulers import set_scheduler"]
@@ -260,6 +285,8 @@ def reproduce_code(s: Settings, model: str = '"mini"', upload_names: dict | None
 
 def result_png(images: list[Image.Image]) -> bytes:
     """The pictures side by side, enlarged with NEAREST so small ones stay crisp, as PNG bytes."""
+    if isinstance(images, (list, tuple)) and not images:
+        raise ValueError("images is an empty list; result_png needs at least one picture.")
     grid = image_grid(images, rows=1, cols=len(images))
     buffer = io.BytesIO()
     upscale(grid, cell=images[0].size).save(buffer, format="PNG")
@@ -268,6 +295,7 @@ def result_png(images: list[Image.Image]) -> bytes:
 
 def expected_steps(pipe, s: Settings) -> int:
     """How many UNet calls a run makes (the progress bar's length)."""
+    check_pipeline(pipe), check_settings(s, open_pictures=False)
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     scheduler.set_timesteps(s.steps)
     n = len(scheduler.timesteps)
@@ -291,6 +319,7 @@ class Playground:
     def __init__(self, pipe, threaded: bool = True):
         import ipywidgets as w
 
+        check_pipeline(pipe)
         self.pipe, self.threaded = pipe, threaded
         self.result, self.code, self.settings_used, self.history, self._messages = [], "", None, [], {}
         self._stop, self._lock, self._thread, self._calls = threading.Event(), threading.Lock(), None, 0
@@ -378,6 +407,7 @@ class Playground:
 
     def restore(self, s: Settings) -> None:
         """Set every knob to the values of ``s`` (what a click on the history strip does)."""
+        check_settings(s, open_pictures=False)
         for key, value in asdict(s).items():
             getattr(self, key).value = value
 

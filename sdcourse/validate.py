@@ -253,3 +253,235 @@ def check_picture(image, multiple: int = 8, name: str = "image") -> Image.Image:
         raise ValueError(f"the picture is {w}x{h}; both sides must be positive multiples of {multiple}, "
                          f"at most {MAX_SIDE} (resize it to the model's size first)")
     return image.convert("RGB")
+
+
+# --------------------------------------------------------------------------- words, choices, objects
+def check_text(value, name: str, example: str = "a red circle") -> str:
+    """Check that ``value`` is a string (a prompt, a word, a title); return it.
+
+    >>> check_text("a red circle", "prompt")
+    'a red circle'
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string such as {example!r}; got {value!r} of type {type(value).__name__}.")
+    return value
+
+
+def check_choice(value, name: str, choices, labels: dict | None = None):
+    """Check that ``value`` is one of ``choices``; ``labels`` (``{value: shown name}``) make the list readable.
+
+    >>> check_choice("ddim", "scheduler", ["pndm", "ddim"])
+    'ddim'
+    """
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(f"{c!r} ({labels[c]})" if labels and c in labels else repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {listed}; got {value!r}.")
+    return value
+
+
+def check_instance(value, name: str, kind, what: str):
+    """Check that ``value`` is a ``kind`` (a class or tuple of classes); ``what`` says how to get one.
+
+    >>> check_instance(3, "n", int, "a whole number")
+    3
+    """
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be {what}; got {type(value).__name__} {_short_repr(value)}.")
+    return value
+
+
+def check_list_of(values, name: str, kind, what: str) -> list:
+    """Check a list (or tuple, or other iterable but not a string) whose items are all ``kind``; return a list.
+
+    >>> check_list_of((1, 2), "sizes", int, "a whole number")
+    [1, 2]
+    """
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list, each item {what}; got {type(values).__name__} {_short_repr(values)}.")
+    values = list(values)
+    for i, value in enumerate(values):
+        check_instance(value, f"{name}[{i}]", kind, what)
+    return values
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_pipeline(pipe, name: str = "pipe", parts=("unet", "vae", "tokenizer", "text_encoder", "scheduler")):
+    """Check that ``pipe`` is a Stable Diffusion pipeline (it has a UNet, a VAE, ...); return it.
+
+    >>> check_pipeline(None)
+    Traceback (most recent call last):
+    ...
+    TypeError: pipe must be a Stable Diffusion pipeline such as sdcourse.load_pipeline("mini"); got None.
+    """
+    missing = [part for part in parts if getattr(pipe, part, None) is None]
+    if missing:
+        raise TypeError(f'{name} must be a Stable Diffusion pipeline such as sdcourse.load_pipeline("mini"); '
+                        f"got {_short_repr(pipe)}" + (f" (it has no {', '.join(missing)})" if pipe is not None else "")
+                        + ".")
+    return pipe
+
+
+def check_unet(unet, name: str = "unet"):
+    """Check that ``unet`` is a diffusers UNet (``pipe.unet``), not the whole pipeline; return it."""
+    config = getattr(unet, "config", None)
+    if not hasattr(unet, "attn_processors") or getattr(config, "sample_size", None) is None:
+        hint = " (pass pipe.unet, not the pipeline)" if hasattr(unet, "unet") else ""
+        raise TypeError(f"{name} must be a diffusers UNet such as pipe.unet{hint}; got {type(unet).__name__}.")
+    return unet
+
+
+def check_literal(value, name: str, example: str) -> str:
+    """Check that ``value`` is Python source of a string literal (or ``""`` for none); return it.
+
+    >>> check_literal('"mini"', "model", '"mini"')
+    '"mini"'
+    """
+    import ast
+
+    check_text(value, name, example)
+    if value:
+        try:
+            ok = isinstance(ast.literal_eval(value), str)
+        except (ValueError, SyntaxError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} must be Python source of a string such as {example} (with the quotes), "
+                             f"or '' for none; got {value!r}.")
+    return value
+
+
+def check_index(index, name: str, count: int, what: str) -> int:
+    """Check a position among ``count`` things (negative counts from the end, as in Python); return it.
+
+    >>> check_index(0, "index", 2, "prompts")
+    0
+    """
+    if count == 0:
+        raise ValueError(f"there are no {what} to pick from with {name}={index!r}.")
+    return check_int(index, name, -count, count - 1, example=0, meaning=f" (there are {count} {what})")
+
+
+# --------------------------------------------------------------------------- maps and masks
+def check_side(size, name: str = "size", high: int = MAX_SIDE) -> tuple[int, int]:
+    """A size in pixels, one number (a square) or ``(height, width)``, each from 1 to ``high``; as a pair.
+
+    >>> check_side(64)
+    (64, 64)
+    """
+    pair = (size, size) if _is_int(size) else size
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError(f"{name} must be a whole number of pixels or a (height, width) pair; got {size!r}.")
+    return tuple(check_int(v, name, 1, high, example=64) for v in pair)
+
+
+def check_mask(mask, name: str = "mask") -> np.ndarray:
+    """Check a boolean numpy mask ``(height, width)`` with sides from 1 to ``MAX_SIDE``; return it.
+
+    >>> check_mask(np.ones((4, 4), bool)).shape
+    (4, 4)
+    """
+    if not isinstance(mask, np.ndarray) or mask.dtype != bool or mask.ndim != 2:
+        kind = (f"an array of shape {mask.shape} and dtype {mask.dtype}" if isinstance(mask, np.ndarray)
+                else type(mask).__name__)
+        raise TypeError(f"{name} must be a 2-D numpy array of True/False (e.g. from colour_mask); got {kind}.")
+    check_side(mask.shape, f"{name} side")
+    return mask
+
+
+def check_same_size(a: Image.Image, b: Image.Image, names: str = "picture and mask") -> None:
+    """Raise unless two PIL pictures have the same size."""
+    if a.size != b.size:
+        raise ValueError(f"the {names} must have the same size; got {a.width}x{a.height} and {b.width}x{b.height}.")
+
+
+def check_upload(upload, knob: str, max_side: int = 2 * MAX_SIDE) -> Image.Image:
+    """Open an uploaded file ``{"name": ..., "content": bytes}`` as a PIL picture (not yet decoded); check its size.
+
+    Only the header is read, so a file that claims a huge size is refused before its pixels are decoded.
+    """
+    if not isinstance(upload, dict) or not isinstance(upload.get("name"), str) \
+            or not isinstance(upload.get("content"), (bytes, bytearray, memoryview)):
+        keys = sorted(upload) if isinstance(upload, dict) else type(upload).__name__
+        raise TypeError(f"the uploaded {knob} must be a dict with 'name' (str) and 'content' (bytes); got {keys}.")
+    import io
+
+    name = upload["name"]
+    try:
+        picture = Image.open(io.BytesIO(bytes(upload["content"])))
+    except Image.DecompressionBombError:
+        raise ValueError(f"The uploaded {knob} {name!r} is far too large (over {Image.MAX_IMAGE_PIXELS * 2} "
+                         f"pixels); use one of at most {max_side} pixels per side.") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ValueError(f"The uploaded {knob} {name!r} is not a picture (use a PNG or JPEG).") from None
+    if max(picture.size) > max_side:
+        raise ValueError(f"The uploaded {knob} {name!r} is {picture.width}x{picture.height} pixels; "
+                         f"use one of at most {max_side} pixels per side.")
+    return picture
+
+
+# --------------------------------------------------------------------------- files and folders
+def check_path(value, name: str, example: str):
+    """Check that ``value`` is a path (a ``str`` or ``pathlib.Path``); return it as a ``Path``.
+
+    >>> check_path("notebooks", "source_dir", "notebooks")
+    PosixPath('notebooks')
+    """
+    import os
+    from pathlib import Path
+
+    if not isinstance(value, (str, os.PathLike)) or value == "":
+        raise TypeError(f"{name} must be a path such as {example!r}; got {value!r}.")
+    return Path(value)
+
+
+def check_writable_dir(value, name: str, example: str):
+    """Create the folder ``value`` if needed and check that a file can be written in it; return it as a ``Path``.
+
+    Done before long work (grading a class), so that a bad output folder costs no time.
+    """
+    import tempfile
+
+    path = check_path(value, name, example)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name}={str(path)!r} cannot be written ({err.strerror or type(err).__name__}); "
+                         f"give a folder you can write to.") from None
+    return path
+
+
+def check_seconds(value, name: str, low: float = 1.0, high: float = 24 * 3600.0) -> float:
+    """A time limit in seconds, from ``low`` (1 s) to ``high`` (a day).
+
+    >>> check_seconds(300, "timeout")
+    300.0
+    """
+    return check_number(value, name, low, high, example=300, meaning=" seconds")
+
+
+def check_weights(weights, n_tokens: int) -> dict:
+    """Check ``{token index: factor}`` (prompt-to-prompt re-weighting): indices of the prompt's words
+    (1 to ``n_tokens - 2``: 0 is the start token, the last the end token) and finite factors >= 0.
+    numpy numbers are accepted. Returns a dict of plain ``int: float``.
+
+    >>> check_weights({2: 3}, n_tokens=5)
+    {2: 3.0}
+    """
+    if weights is None:
+        return {}
+    if not isinstance(weights, dict):
+        raise TypeError(f"weights must be a dict {{token index: factor}} such as {{2: 3.0}}; got {weights!r}.")
+    checked = {}
+    for token, factor in weights.items():
+        token = check_int(token, "weights: token index", example=2)
+        if not 1 <= token <= n_tokens - 2:
+            raise ValueError(f"weights: token index must be a word of the prompt, 1 to {n_tokens - 2} "
+                             f"(find it with token_index); got {token}.")
+        checked[token] = check_number(factor, f"weights: factor for token {token}", 0, MAX_GUIDANCE, example=3.0)
+    return checked
