@@ -253,3 +253,38 @@ def check_picture(image, multiple: int = 8, name: str = "image") -> Image.Image:
         raise ValueError(f"the picture is {w}x{h}; both sides must be positive multiples of {multiple}, "
                          f"at most {MAX_SIDE} (resize it to the model's size first)")
     return image.convert("RGB")
+
+
+# --------------------------------------------------------------------------- pipelines and noise levels
+def check_pipeline(pipe, parts=("tokenizer", "text_encoder", "unet", "scheduler")):
+    """Return ``pipe`` if it has every component in ``parts`` (as a ``StableDiffusionPipeline`` has), else raise.
+
+    >>> check_pipeline("mini")
+    Traceback (most recent call last):
+    ...
+    TypeError: pipe must be a pipeline such as sdcourse.load_pipeline() returns; got str without tokenizer, text_encoder, unet, scheduler.
+    """
+    missing = [name for name in parts if getattr(pipe, name, None) is None]
+    if missing:
+        raise TypeError(f"pipe must be a pipeline such as sdcourse.load_pipeline() returns; got "
+                        f"{type(pipe).__name__} without {', '.join(missing)}.")
+    return pipe
+
+
+def check_sigma(sigma, scheduler) -> float:
+    """Return ``sigma`` as a float if it lies within the noise levels of ``scheduler``'s training schedule.
+
+    sigma = sqrt((1 - alpha_bar_t) / alpha_bar_t) runs from about 0.03 (t = 0) to 14.6 (t = 999) with
+    SD's schedule; a noise level outside that range is one the UNet never saw.
+
+    >>> from diffusers import DDIMScheduler
+    >>> check_sigma(1, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    1.0
+    """
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if not torch.is_tensor(alphas):
+        raise TypeError(f"the scheduler must have a noise schedule (alphas_cumprod), as diffusers' PNDM, DDIM, "
+                        f"K-LMS and Euler schedulers do; got {type(scheduler).__name__}.")
+    sigmas = ((1 - alphas.double()) / alphas.double()).sqrt()
+    return check_number(sigma, "sigma", float(sigmas.min()), float(sigmas.max()), example=1.0,
+                        meaning=" (the noise levels of the model's training schedule)")
