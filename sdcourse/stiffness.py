@@ -52,7 +52,7 @@ from .validate import (check_guidance, check_int, check_number, check_pipeline, 
                        check_sigma, check_steps, check_tensor)
 
 __all__ = ["Eigenvalue", "adams_bashforth_coefficients", "clean_latents", "dominant_eigenvalue", "guided_denoiser",
-           "power_iteration", "relative_steps", "stability_limit", "timestep_of_sigma"]
+           "is_stable", "power_iteration", "relative_steps", "stability_limit", "timestep_of_sigma"]
 
 MAX_ORDER = 6  # Adams-Bashforth orders offered; K-LMS uses up to 4
 MAX_ITERATIONS = 1000
@@ -228,9 +228,17 @@ def adams_bashforth_coefficients(order: int) -> np.ndarray:
     return np.array(weights)
 
 
-def _stable(order: int, z: float) -> bool:
-    """Do all roots of the method's characteristic polynomial for ``h * mu = z`` lie in the unit disc?"""
-    b = adams_bashforth_coefficients(order)
+def is_stable(order: int, z: float) -> bool:
+    """Is Adams-Bashforth of ``order`` stable for ``dy/dsigma = mu * y`` with ``h * mu = z``?
+
+    Stable means no solution of the method's recurrence grows: every root of its characteristic
+    polynomial lies in the unit disc. Euler's method is order 1.
+
+    >>> is_stable(1, -1.5), is_stable(4, -0.5)
+    (True, False)
+    """
+    order, z = check_int(order, "order", 1, MAX_ORDER, example=4), check_number(z, "z", example=-0.5)
+    b = adams_bashforth_coefficients(order)  # the weights of the last `order` slopes
     # y' = mu y gives y_{n+1} - y_n = z * sum_j b_j y_{n-j}; try y_n = r**n and multiply by r**(order-1):
     # r**order - r**(order-1) - z * sum_j b_j r**(order-1-j) = 0
     poly = np.zeros(order + 1)
@@ -251,13 +259,13 @@ def stability_limit(order: int, tolerance: float = 1e-9) -> float:
     """
     order = check_int(order, "order", 1, MAX_ORDER, example=4)
     grid = np.linspace(0, -4, 4001)[1:]  # candidate h * mu, 0.001 apart
-    unstable = next((z for z in grid if not _stable(order, z)), None)
+    unstable = next((z for z in grid if not is_stable(order, z)), None)
     if unstable is None:
         raise ValueError(f"Adams-Bashforth of order {order} is stable down to h * mu = -4; no limit found.")
     stable = unstable + 1e-3  # the last grid point that was still stable
     while stable - unstable > tolerance:  # bisect between a stable and an unstable z
         middle = (stable + unstable) / 2
-        stable, unstable = (middle, unstable) if _stable(order, middle) else (stable, middle)
+        stable, unstable = (middle, unstable) if is_stable(order, middle) else (stable, middle)
     return float(-stable)
 
 
@@ -292,30 +300,30 @@ def _one_prompt(prompt) -> str:
 
 # --------------------------------------------------------------------------- command line
 def main(argv=None) -> None:
-    """Print the dominant eigenvalue for each prompt, guidance scale and sigma (see the module text)."""
+    """Print the dominant eigenvalue of dD/dx for each prompt and guidance scale (rows) and sigma (columns)."""
     parser = argparse.ArgumentParser(prog="python -m sdcourse.stiffness", description=main.__doc__)
     parser.add_argument("--model", default=None, help="'mini', a folder or a hub id (default: as load_pipeline)")
     parser.add_argument("--prompt", nargs="+", default=["a large red circle in the center on a blue background"])
     parser.add_argument("--guidance", nargs="+", type=float, default=[1.0, 2.0, 4.0, 7.5])
     parser.add_argument("--sigma", nargs="+", type=float, default=[0.5, 1.0, 2.0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", nargs="+", type=int, default=[0], help="several seeds: the mean is printed")
     parser.add_argument("--iterations", type=int, default=10)
     args = parser.parse_args(argv)
 
     from .loader import load_pipeline
 
-    torch.manual_seed(0)
     pipe = load_pipeline(args.model, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    print(f"dominant eigenvalue of dD/dx (power iteration, {args.iterations} iterations, seed {args.seed}; "
+    seeds = ", ".join(map(str, args.seed))
+    print(f"dominant eigenvalue of dD/dx (power iteration, {args.iterations} iterations; mean over seeds {seeds}; "
           f"clean sample: DDIM 20 steps, guidance 7.5)")
     print(f"{'prompt':56} {'guidance':>8} " + " ".join(f"{f'sigma {s:g}':>10}" for s in args.sigma))
     for prompt in args.prompt:
-        clean = clean_latents(pipe, prompt, args.seed)
+        cleans = {seed: clean_latents(pipe, prompt, seed) for seed in args.seed}  # one picture per seed
         for guidance in args.guidance:
-            values = [dominant_eigenvalue(pipe, prompt, guidance, s, args.seed, args.iterations, clean)
-                      for s in args.sigma]
-            print(f"{prompt[:56]:56} {guidance:8g} " + " ".join(f"{v.value:10.2f}" for v in values))
+            means = [np.mean([dominant_eigenvalue(pipe, prompt, guidance, sigma, seed, args.iterations, clean).value
+                              for seed, clean in cleans.items()]) for sigma in args.sigma]
+            print(f"{prompt[:56]:56} {guidance:8g} " + " ".join(f"{m:10.2f}" for m in means))
 
 
 if __name__ == "__main__":

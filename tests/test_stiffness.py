@@ -23,7 +23,7 @@ def test_stability_limits_are_the_textbook_values(order, known):
 
 def test_stability_limit_is_the_edge_of_stability():
     limit = stability_limit(4)
-    assert stiffness._stable(4, -0.99 * limit) and not stiffness._stable(4, -1.01 * limit)
+    assert stiffness.is_stable(4, -0.99 * limit) and not stiffness.is_stable(4, -1.01 * limit)
 
 
 def test_adams_bashforth_weights():
