@@ -166,3 +166,14 @@ def test_examples_in_docstrings():
     result = doctest.testmod(stiffness, extraglobs={"sdcourse": sdcourse, "torch": torch},
                              optionflags=doctest.ELLIPSIS)
     assert result.attempted > 5 and result.failed == 0
+
+
+def test_a_half_precision_unet_is_measured_in_float32(clean):
+    # SD on a GPU runs in float16; the measurement copies the UNet to float32 and leaves the pipeline as it was
+    half = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
+    half.set_progress_bar_config(disable=True)
+    exact = dominant_eigenvalue(half, PROMPT, 7.5, 1.0, latents=clean)
+    half.unet.to(torch.bfloat16)  # CPU kernels exist for bfloat16, not for float16
+    rounded = dominant_eigenvalue(half, PROMPT, 7.5, 1.0, latents=clean)
+    assert half.unet.dtype == torch.bfloat16
+    assert rounded.value == pytest.approx(exact.value, rel=0.05)  # only the weights' rounding differs
