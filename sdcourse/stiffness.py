@@ -49,8 +49,8 @@ import torch
 from .loop import encode_prompt, generate
 from .schedulers import make_scheduler
 from .seeds import make_generator
-from .validate import (check_guidance, check_int, check_number, check_pipeline, check_prompts, check_seed,
-                       check_sigma, check_steps, check_tensor)
+from .validate import (check_guidance, check_int, check_number, check_pipeline, check_prompt, check_seed, check_sigma,
+                       check_steps, check_tensor)
 
 __all__ = ["Eigenvalue", "adams_bashforth_coefficients", "clean_latents", "dominant_eigenvalue", "guided_denoiser",
            "is_stable", "power_iteration", "relative_steps", "stability_limit", "timestep_of_sigma"]
@@ -105,7 +105,7 @@ def guided_denoiser(pipe, prompt: str, guidance_scale: float = 7.5, sigma: float
     >>> D(torch.zeros(1, 4, 8, 8)).shape  # doctest: +SKIP
     torch.Size([1, 4, 8, 8])
     """
-    prompt, guidance_scale, sigma = _one_prompt(prompt), check_guidance(guidance_scale), check_sigma(
+    prompt, guidance_scale, sigma = check_prompt(prompt), check_guidance(guidance_scale), check_sigma(
         sigma, check_pipeline(pipe).scheduler)
     unet = pipe.unet if pipe.unet.dtype == torch.float32 else copy.deepcopy(pipe.unet).float()
     guided = guidance_scale > 1  # the pipeline's rule: at 1 the empty prompt's half is not needed
@@ -133,7 +133,7 @@ def clean_latents(pipe, prompt: str, seed: int = 0, steps: int = 20, guidance_sc
     Returns latents of shape ``(1, unet.config.in_channels, h, w)`` (sizes from the configs), float32
     on the CPU. Costs ``steps`` UNet calls.
     """
-    prompt, seed, steps, guidance_scale = _one_prompt(prompt), check_seed(seed), check_steps(steps), check_guidance(
+    prompt, seed, steps, guidance_scale = check_prompt(prompt), check_seed(seed), check_steps(steps), check_guidance(
         guidance_scale)
     ddim = make_scheduler("ddim", check_pipeline(pipe).scheduler.config)  # any scheduler would do; DDIM is quick
     out = generate(pipe, prompt, seed=seed, steps=steps, guidance=guidance_scale, scheduler=ddim, decode=False,
@@ -195,8 +195,9 @@ def dominant_eigenvalue(pipe, prompt: str, guidance_scale: float = 7.5, sigma: f
     >>> dominant_eigenvalue(pipe, "a red circle", 7.5, 1.0, latents=clean).value  # doctest: +SKIP
     -7.2...
     """
-    check_pipeline(pipe)
-    guidance_scale, sigma, seed = check_guidance(guidance_scale), check_sigma(sigma, pipe.scheduler), check_seed(seed)
+    prompt, guidance_scale, seed = check_prompt(prompt), check_guidance(guidance_scale), check_seed(seed)
+    sigma = check_sigma(sigma, check_pipeline(pipe).scheduler)  # a noise level of the model's schedule
+    iterations = check_int(iterations, "iterations", 1, MAX_ITERATIONS)
     if latents is None:  # a picture of the prompt to measure around
         latents = clean_latents(pipe, prompt, seed)
     latents = check_tensor(latents, "latents", ndim=4, channels=pipe.unet.config.in_channels).float().cpu()
@@ -290,13 +291,6 @@ def relative_steps(config, num_inference_steps: int) -> tuple[np.ndarray, np.nda
     klms.set_timesteps(num_inference_steps)
     sigmas = klms.sigmas.double().numpy()  # num_inference_steps noise levels, then 0
     return sigmas[:-1], (sigmas[1:] - sigmas[:-1]) / sigmas[:-1]
-
-
-def _one_prompt(prompt) -> str:
-    prompts = check_prompts(prompt, "prompt")
-    if len(prompts) != 1:
-        raise ValueError(f"prompt must be one prompt (a string); got a list of {len(prompts)}.")
-    return prompts[0]
 
 
 # --------------------------------------------------------------------------- command line

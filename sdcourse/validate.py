@@ -105,6 +105,18 @@ def check_prompts(prompts, name: str = "prompts") -> list[str]:
     return list(prompts)
 
 
+def check_prompt(prompt, name: str = "prompt") -> str:
+    """Check one prompt: a string (or a list holding exactly one). Returns the string.
+
+    >>> check_prompt("a red circle")
+    'a red circle'
+    """
+    prompts = check_prompts(prompt, name)
+    if len(prompts) != 1:
+        raise ValueError(f"{name} must be one prompt (a string); got a list of {len(prompts)}.")
+    return prompts[0]
+
+
 # --------------------------------------------------------------------------- numbers
 
 
@@ -262,7 +274,7 @@ def check_pipeline(pipe, parts=("tokenizer", "text_encoder", "unet", "scheduler"
     >>> check_pipeline("mini")
     Traceback (most recent call last):
     ...
-    TypeError: pipe must be a pipeline such as sdcourse.load_pipeline() returns; got str without tokenizer, text_encoder, unet, scheduler.
+    TypeError: pipe must be a pipeline such as sdcourse.load_pipeline() returns; got str without tokenizer, ...
     """
     missing = [name for name in parts if getattr(pipe, name, None) is None]
     if missing:

@@ -177,3 +177,9 @@ def test_a_half_precision_unet_is_measured_in_float32(clean):
     rounded = dominant_eigenvalue(half, PROMPT, 7.5, 1.0, latents=clean)
     assert half.unet.dtype == torch.bfloat16
     assert rounded.value == pytest.approx(exact.value, rel=0.05)  # only the weights' rounding differs
+
+
+def test_iterations_are_checked_before_any_unet_call(pipe):
+    with count_unet_calls() as counter, pytest.raises(ValueError, match="iterations must be from 1 to 1000"):
+        dominant_eigenvalue(pipe, PROMPT, iterations=0)
+    assert counter.calls == 0
