@@ -105,6 +105,18 @@ def check_prompts(prompts, name: str = "prompts") -> list[str]:
     return list(prompts)
 
 
+def check_prompt(prompt, name: str = "prompt") -> str:
+    """Check one prompt: a string (or a list holding exactly one). Returns the string.
+
+    >>> check_prompt("a red circle")
+    'a red circle'
+    """
+    prompts = check_prompts(prompt, name)
+    if len(prompts) != 1:
+        raise ValueError(f"{name} must be one prompt (a string); got a list of {len(prompts)}.")
+    return prompts[0]
+
+
 # --------------------------------------------------------------------------- numbers
 
 
@@ -485,3 +497,23 @@ def check_weights(weights, n_tokens: int) -> dict:
                              f"(find it with token_index); got {token}.")
         checked[token] = check_number(factor, f"weights: factor for token {token}", 0, MAX_GUIDANCE, example=3.0)
     return checked
+
+
+# --------------------------------------------------------------------------- noise levels
+def check_sigma(sigma, scheduler) -> float:
+    """Return ``sigma`` as a float if it lies within the noise levels of ``scheduler``'s training schedule.
+
+    sigma = sqrt((1 - alpha_bar_t) / alpha_bar_t) runs from about 0.03 (t = 0) to 14.6 (t = 999) with
+    SD's schedule; a noise level outside that range is one the UNet never saw.
+
+    >>> from diffusers import DDIMScheduler
+    >>> check_sigma(1, DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    1.0
+    """
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if not torch.is_tensor(alphas):
+        raise TypeError(f"the scheduler must have a noise schedule (alphas_cumprod), as diffusers' PNDM, DDIM, "
+                        f"K-LMS and Euler schedulers do; got {type(scheduler).__name__}.")
+    sigmas = ((1 - alphas.double()) / alphas.double()).sqrt()
+    return check_number(sigma, "sigma", float(sigmas.min()), float(sigmas.max()), example=1.0,
+                        meaning=" (the noise levels of the model's training schedule)")
