@@ -12,7 +12,6 @@ NEAREST resampling, so they stay sharp.
 from __future__ import annotations
 
 import base64
-import io
 import numbers
 import os
 import tempfile
