@@ -541,7 +541,7 @@ def check_mask(mask, image, strict: bool = False, threshold: float = 0.5) -> np.
 
 
 def check_pixel_mask(mask, factor: int) -> int:
-    """Check a ``(1, 1, H, W)`` mask tensor (from ``prepare_mask``), sides multiples of ``factor``; return ``factor``."""
+    """Check a ``(1, 1, H, W)`` mask (from ``prepare_mask``) with sides multiples of ``factor``; return the factor."""
     if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[:2] != (1, 1):
         raise ValueError(f"mask must be a (1, 1, H, W) tensor from prepare_mask, got "
                          f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
