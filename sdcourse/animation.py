@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .images import pil_to_tensor, tensor_to_pil
 from .img2img import img2img
-from .validate import MAX_SEED, check_num_frames, check_seed, check_strength
+from .validate import check_animation, check_finite_number, check_motion, check_num_frames, check_strength
 
 # name -> (lowest, highest) value a schedule may take, per frame
 LIMITS = {
@@ -41,13 +41,6 @@ LIMITS = {
     "translate_y": (-0.5, 0.5),
     "strength": (0.0, 1.0),
 }
-
-
-def _number(value, name: str, frame) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        where = "" if frame == "-" else f" at frame {frame}"
-        raise ValueError(f"{name}{where} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def schedule(values, num_frames: int, name: str = "schedule", limits: tuple[float, float] | None = None) -> list[float]:
@@ -68,7 +61,7 @@ def schedule(values, num_frames: int, name: str = "schedule", limits: tuple[floa
         for k in keys:
             if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k < n:
                 raise ValueError(f"{name} keyframe {k!r} must be a frame index from 0 to {n - 1}")
-        points = [(int(k), _number(values[k], name, k)) for k in keys]
+        points = [(int(k), check_finite_number(values[k], name, k)) for k in keys]
         out = []
         for i in range(n):
             if i <= points[0][0]:
@@ -79,13 +72,13 @@ def schedule(values, num_frames: int, name: str = "schedule", limits: tuple[floa
                 (f0, v0), (f1, v1) = next((a, b) for a, b in zip(points, points[1:]) if a[0] <= i <= b[0])
                 out.append(v0 + (v1 - v0) * (i - f0) / (f1 - f0))
     elif callable(values):
-        out = [_number(values(i), name, i) for i in range(n)]
+        out = [check_finite_number(values(i), name, i) for i in range(n)]
     elif isinstance(values, Sequence) and not isinstance(values, (str, bytes)):
         if len(values) != n:
             raise ValueError(f"{name} has {len(values)} values but there are {n} frames; give one value per frame")
-        out = [_number(v, name, i) for i, v in enumerate(values)]
+        out = [check_finite_number(v, name, i) for i, v in enumerate(values)]
     elif isinstance(values, numbers.Real) and not isinstance(values, bool):
-        out = [_number(values, name, "every")] * n
+        out = [check_finite_number(values, name, "every")] * n
     else:
         raise TypeError(f"{name} must be a number, a list, a {{frame: value}} dict or a function, "
                         f"got {type(values).__name__}")
@@ -130,23 +123,18 @@ def transform(image: Image.Image, zoom: float = 1.0, angle: float = 0.0, transla
     (``padding_mode="reflection"``), so the borders get plausible content rather than black.
     Returns a picture of the same size and mode RGB.
     """
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL picture, got {type(image).__name__}")
-    zoom, angle = _number(zoom, "zoom", "-"), _number(angle, "angle", "-")
-    tx, ty = _number(translate_x, "translate_x", "-"), _number(translate_y, "translate_y", "-")
-    if zoom <= 0:
-        raise ValueError(f"zoom must be positive (1 keeps the size, 1.05 zooms in 5%), got {zoom}")
-    x = pil_to_tensor(image.convert("RGB"))
+    zoom, angle, tx, ty = check_motion(image, zoom, angle, translate_x, translate_y)  # finite; zoom > 0
+    x = pil_to_tensor(image.convert("RGB"))  # (1, 3, H, W) in [-1, 1]
     a = math.radians(angle)
-    cos, sin = math.cos(a) / zoom, math.sin(a) / zoom
+    cos, sin = math.cos(a) / zoom, math.sin(a) / zoom  # rotation and zoom in one 2 x 2 matrix
     # affine_grid maps each output position (normalised to [-1, 1]) to where it samples the input:
     # undo the shift, then rotate back and shrink by the zoom. The image y axis points down, so
     # an anticlockwise turn on screen is a clockwise one in these coordinates.
     theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=torch.float32)
     shift = torch.tensor([2 * tx, 2 * ty], dtype=torch.float32)
-    theta[:, 2] = -(theta[:, :2] @ shift)
-    grid = F.affine_grid(theta[None], list(x.shape), align_corners=False)
-    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    theta[:, 2] = -(theta[:, :2] @ shift)  # the shift, seen through the rotation and zoom
+    grid = F.affine_grid(theta[None], list(x.shape), align_corners=False)  # where each output pixel samples
+    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)  # mirror at edges
     return tensor_to_pil(y)[0]
 
 
@@ -161,22 +149,17 @@ def animate(pipe, init_image: Image.Image, prompt, num_frames: int, *, zoom=1.0,
     noise changes from frame to frame. ``init_image`` must have the model's size, sides multiples
     of ``pipe.vae_scale_factor``. Returns a list of ``num_frames`` PIL pictures.
     """
-    n = check_num_frames(num_frames)
-    if not isinstance(init_image, Image.Image):
-        raise TypeError(f"init_image must be a PIL picture, got {type(init_image).__name__}")
-    if check_seed(seed) + n - 1 > MAX_SEED:
-        raise ValueError(f"seed {seed} is too large: frame i uses seed + i, so seed must be at most "
-                         f"2**64 - 1 - (num_frames - 1) = {MAX_SEED - n + 1}")
-    prompts = prompt_schedule(prompt, n)
+    n = check_animation(init_image, num_frames, seed)  # a picture, >= 2 frames, seed + n - 1 in range
+    prompts = prompt_schedule(prompt, n)  # one prompt per frame
     motion = {name: schedule(value, n, name, LIMITS[name]) for name, value in
               (("zoom", zoom), ("angle", angle), ("translate_x", translate_x), ("translate_y", translate_y))}
     strengths = [check_strength(s) for s in schedule(strength, n, "strength", LIMITS["strength"])]
-    frames = [init_image.convert("RGB")]
+    frames = [init_image.convert("RGB")]  # frame 0 is the start picture itself
     for i in tqdm(range(1, n), disable=not progress, desc="frames"):
         moved = transform(frames[-1], motion["zoom"][i], motion["angle"][i], motion["translate_x"][i],
-                          motion["translate_y"][i])
+                          motion["translate_y"][i])  # the camera moves
         frames.append(img2img(pipe, moved, prompts[i], strength=strengths[i], steps=steps, guidance=guidance,
-                              seed=seed + i).images[0])
+                              seed=seed + i).images[0])  # img2img repaints what the move revealed
         if callback is not None:
             callback(i, frames[-1])
     return frames

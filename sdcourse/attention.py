@@ -40,7 +40,7 @@ from .images import latents_to_pil
 from .loop import denoise, encode_prompt, initial_latents
 from .seeds import make_generator
 from .shapes import PALETTE, Scene
-from .validate import (check_guidance, check_index, check_instance, check_int, check_list_of, check_mask, check_number,
+from .validate import (check_guidance, check_index, check_instance, check_int, check_list_of, check_bool_mask, check_number,
                        check_picture, check_pipeline, check_prompts, check_seed, check_side, check_steps,
                        check_tensor, check_text, check_unet, check_weights)
 
@@ -326,7 +326,7 @@ def colour_mask(image: Image.Image, colour: str) -> np.ndarray:
 
 def mass_inside(heat: torch.Tensor, mask: np.ndarray) -> float:
     """Fraction of the map's mass (resized to the mask's size) that lies inside the mask."""
-    check_tensor(heat, "heat", ndim=2), check_mask(mask)
+    check_tensor(heat, "heat", ndim=2), check_bool_mask(mask)
     up = np.clip(upsample(heat, mask.shape), 0, None)
     return float(up[mask].sum() / max(up.sum(), 1e-12))
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import math
 
+from .validate import check_whole
+
 T4_ITERATIONS_PER_S = 6.9
 """Guided UNet calls per second, SD v1.5 float16 512 px, batch 1, free Colab GPU (T4); see the module text."""
 
@@ -44,11 +46,10 @@ def colab_cost(unet_calls: int) -> str:
 
     A call is one picture's step (a batch of 4 pictures for 20 steps is 80 calls).
     """
-    if isinstance(unet_calls, bool) or not isinstance(unet_calls, int) or unet_calls < 0:
-        raise ValueError(f"unet_calls must be a whole number >= 0, got {unet_calls!r}.")
+    unet_calls = check_whole(unet_calls, "unet_calls", 0)
     global declared_calls
-    declared_calls = unet_calls
-    seconds = unet_calls * T4_SECONDS_PER_CALL
+    declared_calls = unet_calls  # the notebook runner compares it with the calls it counts
+    seconds = unet_calls * T4_SECONDS_PER_CALL  # the published T4 rate
     return (f"Colab cost at SD size: {unet_calls} UNet calls x {T4_SECONDS_PER_CALL:.3f} s (T4, float16, "
             f"512 px) = about {seconds:.0f} s ({seconds / 60:.1f} min) of UNet time.")
 

@@ -36,9 +36,8 @@ from collections.abc import Callable
 import torch
 from diffusers import EulerDiscreteScheduler, LMSDiscreteScheduler
 
-from .validate import check_guidance, check_steps
 from .seeds import make_generator
-from .validate import check_size
+from .validate import check_guidance, check_lms_scheduler, check_size, check_steps, check_whole
 
 # name -> (diffusers scheduler class whose sigmas we reuse, order of the multistep formula)
 FAST_SCHEDULERS: dict[str, tuple[type, int]] = {
@@ -71,16 +70,12 @@ def lms_coefficients(scheduler, order: int = 4) -> torch.Tensor:
     >>> lms_coefficients(sched).shape  # doctest: +SKIP
     torch.Size([20, 4])
     """
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"order must be a whole number >= 1, got {order!r}.")
-    if not isinstance(scheduler, LMSDiscreteScheduler):
-        raise ValueError("lms_coefficients needs an LMSDiscreteScheduler after set_timesteps(steps), got "
-                         f"{type(scheduler).__name__}.")
+    order = check_lms_scheduler(scheduler, order)  # a K-LMS scheduler, order >= 1
     steps = len(scheduler.timesteps)
-    coeffs = torch.zeros(steps, order, dtype=torch.float64)
+    coeffs = torch.zeros(steps, order, dtype=torch.float64)  # unused weights stay 0
     for i in range(steps):
-        n = min(i + 1, order)
-        for j in range(n):
+        n = min(i + 1, order)  # step i has i + 1 derivatives so far, at most `order`
+        for j in range(n):  # weight of the derivative j steps back: the integral of its Lagrange basis
             coeffs[i, j] = scheduler.get_lms_coefficient(n, i, j)
     return coeffs
 
@@ -210,8 +205,7 @@ class FastLoop:
         cls, order = _scheduler_spec(scheduler)
         steps = check_steps(steps)
         guidance_scale = check_guidance(guidance_scale)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+        batch_size = check_whole(batch_size, "batch_size", 1)
         default = unet.config.sample_size * vae_scale_factor
         height = default if height is None else height
         width = default if width is None else width
@@ -279,6 +273,26 @@ class FastLoop:
         (unit variance, ``[batch, C, h, w]``), ``generator``, or ``seed`` (a CPU
         generator, so the same seed gives the same noise as ``sdcourse.generate``).
         """
+        emb, noise = self._check_call(text_embeddings, seed, generator, noise)  # [2B, tokens, dim]; unit noise
+        runner = self._get_runner(emb.shape[1])  # eager, compiled or a CUDA graph
+        x = noise.to(self.device, torch.float32) * self.init_noise_sigma  # scaled to the first step's noise level
+        history: list[torch.Tensor] = []  # derivatives of the last `order` steps, oldest first
+        g = self.guidance_scale
+        with torch.no_grad():
+            for i in range(self.steps):
+                x_in = torch.cat([x, x]) / self.in_denom[i]  # one copy per CFG half, scaled by 1/sqrt(sigma^2+1)
+                eps_u, eps_c = runner(x_in, self.timesteps[i], emb).float().chunk(2)  # the two noise guesses
+                eps = eps_u + g * (eps_c - eps_u)  # classifier-free guidance
+                sigma = self.sigmas[i]  # this step's noise level
+                x0 = x - sigma * eps  # predicted clean latents
+                history.append((x - x0) / sigma)  # dx/dsigma (= eps, up to rounding)
+                if len(history) > self.order:  # keep only the last `order` derivatives
+                    history.pop(0)
+                x = x + sum(self.coeffs[i, j] * d for j, d in enumerate(reversed(history)))  # step to sigma[i+1]
+        return x  # sigma 0: the clean latents
+
+    def _check_call(self, text_embeddings, seed, generator, noise) -> tuple[torch.Tensor, torch.Tensor]:
+        """The call's checks: the embeddings, and unit-variance start noise (``noise``, else drawn)."""
         emb = self._check_embeddings(text_embeddings)
         if noise is None:
             if generator is None:
@@ -288,19 +302,4 @@ class FastLoop:
             noise = torch.randn(self.latent_shape, generator=generator, device=generator.device)
         if tuple(noise.shape) != self.latent_shape:
             raise ValueError(f"noise must have shape {self.latent_shape}, got {tuple(noise.shape)}.")
-        runner = self._get_runner(emb.shape[1])
-        x = noise.to(self.device, torch.float32) * self.init_noise_sigma
-        history: list[torch.Tensor] = []  # derivatives of the last `order` steps, oldest first
-        g = self.guidance_scale
-        with torch.no_grad():
-            for i in range(self.steps):
-                x_in = torch.cat([x, x]) / self.in_denom[i]
-                eps_u, eps_c = runner(x_in, self.timesteps[i], emb).float().chunk(2)
-                eps = eps_u + g * (eps_c - eps_u)
-                sigma = self.sigmas[i]
-                x0 = x - sigma * eps                  # predicted clean latents
-                history.append((x - x0) / sigma)      # dx/dsigma (= eps, up to rounding)
-                if len(history) > self.order:
-                    history.pop(0)
-                x = x + sum(self.coeffs[i, j] * d for j, d in enumerate(reversed(history)))
-        return x
+        return emb, noise

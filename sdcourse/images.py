@@ -16,43 +16,18 @@ Example::
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .validate import MAX_SIDE, check_int, check_tensor
+from .validate import (MAX_SIDE, check_grid, check_int, check_layout, check_pictures, check_pixels, check_same_size,
+                       check_tensor, check_vae_pictures)
 
 SHOW_MIN_SIZE = 256
 
 
-def _as_list(images, name: str = "images") -> list[Image.Image]:
-    if isinstance(images, Image.Image):
-        return [images]
-    if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
-        raise TypeError(f"{name} must be a PIL image or a list of PIL images; got {type(images).__name__}.")
-    for i, im in enumerate(images):
-        if not isinstance(im, Image.Image):
-            hint = " (use latents_to_pil or tensor_to_pil to turn tensors into pictures)" if torch.is_tensor(im) else ""
-            raise TypeError(f"{name}[{i}] is a {type(im).__name__}, not a PIL image{hint}.")
-        if im.width == 0 or im.height == 0:
-            raise ValueError(f"{name}[{i}] is empty: it is {im.width} x {im.height} pixels.")
-    return list(images)
-
-
-def _check_same_size(images: list[Image.Image]) -> tuple[int, int]:
-    sizes = sorted({im.size for im in images})
-    if len(sizes) > 1:
-        raise ValueError(
-            f"all pictures must have the same size; got sizes (width, height) {sizes}. "
-            f"Resize them first, e.g. im.resize((512, 512))."
-        )
-    return sizes[0]
-
-
-def image_grid(images: Sequence[Image.Image], rows: int, cols: int) -> Image.Image:
+def image_grid(images: list[Image.Image], rows: int, cols: int) -> Image.Image:
     """Paste ``rows * cols`` equally sized pictures into one picture, row by row.
 
     Example::
@@ -60,22 +35,11 @@ def image_grid(images: Sequence[Image.Image], rows: int, cols: int) -> Image.Ima
         >>> grid = image_grid(pipe(["a red circle"] * 4).images, rows=2, cols=2)  # doctest: +SKIP
         >>> grid.size   # (2 * width, 2 * height)  # doctest: +SKIP
     """
-    images = _as_list(images)
-    for name, value in (("rows", rows), ("cols", cols)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    if not images:
-        raise ValueError("image_grid got an empty list of pictures; give at least one.")
-    if rows * cols != len(images):
-        raise ValueError(
-            f"rows x cols must equal the number of pictures: {rows} x {cols} = {rows * cols}, "
-            f"but there are {len(images)} pictures."
-        )
-    w, h = _check_same_size(images)
-    mode = images[0].mode if len({im.mode for im in images}) == 1 else "RGB"
-    grid = Image.new(mode, (cols * w, rows * h))
+    images, (w, h) = check_grid(images, rows, cols)  # rows * cols pictures, all w x h
+    mode = images[0].mode if len({im.mode for im in images}) == 1 else "RGB"  # mixed modes meet in RGB
+    grid = Image.new(mode, (cols * w, rows * h))  # a blank canvas, cols pictures wide
     for i, im in enumerate(images):
-        grid.paste(im.convert(mode), ((i % cols) * w, (i // cols) * h))
+        grid.paste(im.convert(mode), ((i % cols) * w, (i // cols) * h))  # row by row, left to right
     return grid
 
 
@@ -113,18 +77,14 @@ def show(images, rows: int | None = None, cols: int | None = None, min_size: int
     """
     from IPython.display import display
 
-    images = _as_list(images)
-    if not images:
-        raise ValueError("show got an empty list of pictures; give at least one.")
-    rows = None if rows is None else check_int(rows, "rows", 1, len(images))
-    cols = None if cols is None else check_int(cols, "cols", 1, len(images))
-    if rows is None and cols is None:
+    images, rows, cols = check_layout(images, rows, cols)  # rows and cols may be None
+    if rows is None and cols is None:  # one row
         rows, cols = 1, len(images)
     elif rows is None:
         rows = math.ceil(len(images) / cols)
     elif cols is None:
         cols = math.ceil(len(images) / rows)
-    cell = _check_same_size(images)
+    cell = check_same_size(images)  # the size of one picture
     if rows * cols > len(images):  # fill the last row with blank cells
         images = images + [Image.new(images[0].mode, cell)] * (rows * cols - len(images))
     display(upscale(image_grid(images, rows, cols), min_size, cell=cell))
@@ -141,10 +101,8 @@ def pil_to_tensor(images) -> torch.Tensor:
         >>> pil_to_tensor(Image.new("RGB", (64, 48))).shape
         torch.Size([1, 3, 48, 64])
     """
-    images = _as_list(images)
-    if not images:
-        raise ValueError("got an empty list of pictures; give at least one.")
-    _check_same_size(images)
+    images = check_pictures(images, empty="got an empty list of pictures; give at least one.")
+    check_same_size(images)
     array = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
     return torch.from_numpy(array).permute(0, 3, 1, 2) * 2.0 - 1.0
 
@@ -160,12 +118,9 @@ def tensor_to_pil(pixels: torch.Tensor) -> list[Image.Image]:
         >>> tensor_to_pil(torch.zeros(1, 3, 8, 8))[0].getpixel((0, 0))
         (128, 128, 128)
     """
-    if not torch.is_tensor(pixels) or pixels.ndim != 4 or pixels.shape[1] != 3:
-        shape = tuple(pixels.shape) if torch.is_tensor(pixels) else type(pixels).__name__
-        raise ValueError(f"expected a (B, 3, H, W) tensor of pixels in [-1, 1]; got {shape}.")
-    check_tensor(pixels, "pixels")
-    array = (pixels / 2 + 0.5).clamp(0, 1).detach().cpu().permute(0, 2, 3, 1).float().numpy()
-    array = (array * 255).round().astype("uint8")
+    check_pixels(pixels)  # (B, 3, H, W), finite
+    array = (pixels / 2 + 0.5).clamp(0, 1).detach().cpu().permute(0, 2, 3, 1).float().numpy()  # [0, 1], B x H x W x 3
+    array = (array * 255).round().astype("uint8")  # 0..255, rounded as the pipeline does
     return [Image.fromarray(a) for a in array]
 
 
@@ -198,22 +153,14 @@ def pil_to_latents(vae, images, generator: torch.Generator | None = None) -> tor
         >>> pil_to_latents(pipe.vae, [picture]).shape     # picture of 512 x 512 pixels  # doctest: +SKIP
         torch.Size([1, 4, 64, 64])
     """
-    check_vae(vae)
-    images = _as_list(images)
-    if not images:
-        raise ValueError("pil_to_latents got an empty list of pictures; give at least one.")
-    w, h = _check_same_size(images)
-    f = vae_factor(vae)
-    if w % f or h % f:
-        raise ValueError(f"picture size {w} x {h} must be a multiple of {f} on each side for this VAE; "
-                         f"resize it, e.g. to {w - w % f or f} x {h - h % f or f}.")
-    pixels = pil_to_tensor(images).to(device=vae.device, dtype=vae.dtype)
-    dist = vae.encode(pixels).latent_dist
-    latents = dist.sample(generator) if generator is not None else dist.mean
-    shift = getattr(vae.config, "shift_factor", None)
+    images = check_vae_pictures(check_vae(vae), images, vae_factor(vae))  # sides multiples of 8 for SD
+    pixels = pil_to_tensor(images).to(device=vae.device, dtype=vae.dtype)  # (B, 3, H, W) in [-1, 1]
+    dist = vae.encode(pixels).latent_dist  # a Gaussian per latent pixel
+    latents = dist.sample(generator) if generator is not None else dist.mean  # a sample, or the mean
+    shift = getattr(vae.config, "shift_factor", None)  # None for SD v1.x
     if shift is not None:
         latents = latents - shift
-    return latents * vae.config.scaling_factor
+    return latents * vae.config.scaling_factor  # about unit variance, the UNet's scale
 
 
 @torch.no_grad()

@@ -23,8 +23,9 @@ import torch
 
 from .images import latents_to_pil, pil_to_latents
 from .loader import sharing_pipeline
-from .loop import Generated, denoise, encode_prompt
-from .validate import check_guidance, check_picture, check_prompts, check_seed, check_steps, check_strength
+from .loop import Generated, denoise, encode_prompt, prepare_timesteps
+from .seeds import make_generator
+from .validate import check_img2img_inputs, check_steps, check_strength
 
 
 def start_step(num_inference_steps: int, strength: float) -> int:
@@ -55,20 +56,18 @@ def noised_start(pipe, image, strength: float, num_inference_steps: int, generat
     """The start latents of img2img and where the loop starts: ``(latents, start_step, clean_latents)``.
 
     Draws from ``generator`` in the pipeline's order (the VAE's latent sample first, then the
-    noise), so the same seed gives the pipeline's start latents. Sets the scheduler's timesteps.
+    noise), so the same seed gives the pipeline's start latents. Prepares the scheduler for the run
+    (:func:`sdcourse.loop.prepare_timesteps`, from the start step on).
     ``latents`` is ``(1, 4, H/8, W/8)``; with strength 0 it is the clean latents themselves.
     """
-    scheduler = pipe.scheduler
     begin = start_step(num_inference_steps, strength)  # how many of the first steps to skip
     clean = pil_to_latents(pipe.vae, [image], generator=generator)  # the picture's latents (a VAE sample)
-    scheduler.set_timesteps(num_inference_steps)  # the same timesteps as text-to-image with this many steps
+    # text-to-image's timesteps for this many steps, from the start step on
+    timesteps = prepare_timesteps(pipe.scheduler, num_inference_steps, begin, device=pipe.unet.device)
     if begin == num_inference_steps:  # strength 0 (or too small for one step): nothing to redo
         return clean, begin, clean
-    index = begin * getattr(scheduler, "order", 1)  # second-order schedulers list each timestep twice
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(index)  # the scheduler's step counter starts here, not at 0
     noise = torch.randn(clean.shape, generator=generator, device=generator.device, dtype=clean.dtype)  # fresh noise
-    latents = scheduler.add_noise(clean, noise.to(clean.device), scheduler.timesteps[index : index + 1])  # noise up
+    latents = pipe.scheduler.add_noise(clean, noise.to(clean.device), timesteps[:1])  # noised to the start step
     return latents, begin, clean
 
 
@@ -83,21 +82,16 @@ def img2img(pipe, image, prompt, strength: float = 0.6, steps: int = 20, guidanc
     Unlike the pipeline (which refuses a strength that leaves no step), strength 0 returns the
     VAE round trip of the picture.
     """
-    image = check_picture(image, pipe.vae_scale_factor)
-    strength = check_strength(strength)
-    steps = check_steps(steps)
-    guidance = check_guidance(guidance)
-    prompts = check_prompts(prompt)
-    if len(prompts) != 1:
-        raise ValueError(f"img2img takes one prompt for its one picture, got {len(prompts)}")
-    generator = torch.Generator("cpu").manual_seed(check_seed(seed))
-    embeddings = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts, negative)
-    latents, begin, _ = noised_start(pipe, image, strength, steps, generator)
+    image, prompts, strength, steps, guidance = check_img2img_inputs(image, prompt, strength, steps, guidance,
+                                                                     pipe.vae_scale_factor)
+    generator = make_generator(seed)  # on the CPU: the same draws as the pipeline's, on every machine
+    embeddings = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts, negative)  # [uncond, cond]
+    latents, begin, _ = noised_start(pipe, image, strength, steps, generator)  # the picture, noised to the start
     if begin == steps and strength > 0:
         warnings.warn(f"strength {strength:g} with {steps} steps runs no step (int({steps} x {strength:g}) = 0): "
                       f"the result is the picture after a VAE round trip; raise strength to at least {1 / steps:g} "
                       f"or steps to at least {math.ceil(1 / strength)}.", stacklevel=2)
-    if begin < steps:
+    if begin < steps:  # the rest of the ordinary loop, from the start step
         latents = denoise(pipe.unet, pipe.scheduler, embeddings, latents, guidance, steps, progress=progress,
                           start_step=begin, generator=generator)
-    return Generated(latents=latents, images=latents_to_pil(pipe.vae, latents))
+    return Generated(latents=latents, images=latents_to_pil(pipe.vae, latents))  # decoded by the VAE

@@ -22,31 +22,11 @@ from PIL import Image
 
 from .images import latents_to_pil, pil_to_latents
 from .loader import sharing_pipeline
-from .loop import Generated, denoise, encode_prompt
-from .validate import check_guidance, check_picture, check_prompts, check_seed, check_steps
+from .loop import Generated, denoise, encode_prompt, prepare_timesteps
+from .seeds import make_generator
+from .validate import check_mask, check_picture_run, check_pixel_mask
 
 THRESHOLD = 0.5
-
-
-def _mask_values(mask) -> np.ndarray:
-    """The mask as an H x W float array in [0, 1]."""
-    if isinstance(mask, Image.Image):
-        return np.asarray(mask.convert("L"), dtype=np.float64) / 255.0
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"mask must be a PIL picture, a numpy array or a torch tensor, got {type(mask).__name__}")
-    arr = np.squeeze(mask)
-    if arr.ndim != 2:
-        raise ValueError(f"mask must be one H x W channel (white = repaint), got shape {mask.shape}")
-    if arr.dtype == np.bool_:
-        return arr.astype(np.float64)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float64) / 255.0
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-        raise ValueError(f"a float mask must hold values in [0, 1], got values from {arr.min()} to {arr.max()}")
-    return arr
 
 
 def prepare_mask(mask, image, *, strict: bool = False) -> torch.Tensor:
@@ -56,21 +36,9 @@ def prepare_mask(mask, image, *, strict: bool = False) -> torch.Tensor:
     0..255, or float 0..1). It must have the picture's size. Grey values are thresholded:
     >= 0.5 (128 of 255) means repaint; with ``strict=True`` any grey value is an error.
     """
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL picture, got {type(image).__name__}")
-    values = _mask_values(mask)
-    h, w = values.shape
-    if (w, h) != image.size:
-        raise ValueError(f"mask and picture must have the same size: the mask is {w}x{h}, "
-                         f"the picture {image.width}x{image.height}")
-    grey = np.count_nonzero((values > 0) & (values < 1))
-    if strict and grey:
-        raise ValueError(f"the mask is not binary: {grey} pixels are neither black nor white "
-                         f"(use strict=False to threshold them at {THRESHOLD})")
-    binary = (values >= THRESHOLD).astype(np.float32)
-    if not binary.any():
-        raise ValueError("the mask is all black: nothing to repaint (white marks the part to repaint)")
-    return torch.from_numpy(binary)[None, None]
+    values = check_mask(mask, image, strict, THRESHOLD)  # H x W grey levels in [0, 1], the picture's size
+    binary = (values >= THRESHOLD).astype(np.float32)  # 1 = repaint (white), 0 = keep (black)
+    return torch.from_numpy(binary)[None, None]  # (1, 1, H, W), like the pipeline's mask
 
 
 def mask_to_pil(mask: torch.Tensor) -> Image.Image:
@@ -87,13 +55,8 @@ def latent_mask(mask: torch.Tensor, vae_scale_factor: int) -> torch.Tensor:
     inpainting pipeline samples one pixel per block instead (nearest); for masks drawn on the
     f x f grid, like the course's, the two agree.
     """
-    if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[:2] != (1, 1):
-        raise ValueError(f"mask must be a (1, 1, H, W) tensor from prepare_mask, got "
-                         f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
-    f = int(vae_scale_factor)
-    if mask.shape[-1] % f or mask.shape[-2] % f:
-        raise ValueError(f"mask sides must be multiples of {f}, got {mask.shape[-1]}x{mask.shape[-2]}")
-    return F.max_pool2d(mask.float(), kernel_size=f)
+    f = check_pixel_mask(mask, vae_scale_factor)  # (1, 1, H, W), sides multiples of f
+    return F.max_pool2d(mask.float(), kernel_size=f)  # the largest of each f x f block: 1 if any pixel is
 
 
 def inpaint_pipeline(pipe):
@@ -119,23 +82,18 @@ def inpaint(pipe, image, mask, prompt, steps: int = 20, guidance: float = 7.5, s
     ``strength=1`` (same seed, steps, guidance and scheduler).
     """
     f = pipe.vae_scale_factor
-    image = check_picture(image, f)
-    m = latent_mask(prepare_mask(mask, image, strict=strict), f)
-    steps, guidance = check_steps(steps), check_guidance(guidance)
-    prompts = check_prompts(prompt)
-    if len(prompts) != 1:
-        raise ValueError(f"inpaint takes one prompt for its one picture, got {len(prompts)}")
-    generator = torch.Generator("cpu").manual_seed(check_seed(seed))
-    embeddings = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts, negative)
+    image, prompts, steps, guidance = check_picture_run("inpaint", image, prompt, steps, guidance, f)
+    m = latent_mask(prepare_mask(mask, image, strict=strict), f)  # 1 = repaint, one value per latent cell
+    generator = make_generator(seed)  # on the CPU: the same draws as the pipeline's, on every machine
+    embeddings = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts, negative)  # [uncond, cond]
     scheduler = pipe.scheduler
-    scheduler.set_timesteps(steps)
+    timesteps = prepare_timesteps(scheduler, steps, device=pipe.unet.device)  # text-to-image's, all of them
     # Same draws, same order as the pipeline: the picture's latent sample, then the noise.
     clean = pil_to_latents(pipe.vae, [image], generator=generator)
     noise = torch.randn(clean.shape, generator=generator, device=generator.device, dtype=clean.dtype).to(clean.device)
     m = m.to(clean.device, clean.dtype)
 
     def paste_back(index, t, latents):  # runs after every step of the loop
-        timesteps = scheduler.timesteps  # set by denoise for this many steps
         if index < len(timesteps) - 1:  # the outside, noised to the level the next step expects
             known = scheduler.add_noise(clean, noise, timesteps[index + 1 : index + 2])  # same noise every step
         else:  # after the last step: the clean picture's latents
@@ -145,5 +103,5 @@ def inpaint(pipe, image, mask, prompt, steps: int = 20, guidance: float = 7.5, s
         return ((1 - m) * known + m * latents).contiguous()
 
     latents = denoise(pipe.unet, scheduler, embeddings, noise * scheduler.init_noise_sigma, guidance, steps,
-                      callback=paste_back, progress=progress, generator=generator)
+                      callback=paste_back, progress=progress, generator=generator)  # from pure noise
     return Generated(latents=latents, images=latents_to_pil(pipe.vae, latents))

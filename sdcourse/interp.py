@@ -15,37 +15,19 @@ plausible noise sample.
 """
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from .validate import check_num_frames, check_number, check_steps, check_tensor
-
-
-def _check_t(t) -> float:
-    if isinstance(t, torch.Tensor) and t.numel() == 1:
-        t = t.item()
-    return check_number(t, "t", 0.0, 1.0, example=0.5)
-
-
-def _check_pair(v0, v1) -> None:
-    for name, v in (("v0", v0), ("v1", v1)):
-        check_tensor(v, name)
-    if v0.shape != v1.shape:
-        raise ValueError(
-            f"cannot interpolate tensors of different shapes: v0 is {tuple(v0.shape)}, v1 is {tuple(v1.shape)}"
-        )
+from .validate import check_interpolation, check_num_frames, check_pair, check_render_inputs
 
 
 def lerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     """Straight-line interpolation ``(1 - t) * v0 + t * v1`` (same shape and dtype as the inputs)."""
-    t = _check_t(t)
-    _check_pair(v0, v1)
-    if t == 0.0:
+    t = check_interpolation(t, v0, v1)  # t in [0, 1]; v0, v1 of one shape
+    if t == 0.0:  # the ends exactly, not up to rounding
         return v0.clone()
     if t == 1.0:
         return v1.clone()
-    return ((1 - t) * v0.double() + t * v1.double()).to(v0.dtype)
+    return ((1 - t) * v0.double() + t * v1.double()).to(v0.dtype)  # in float64, back to v0's dtype
 
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0.9995) -> torch.Tensor:
@@ -63,11 +45,8 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0
     >>> slerp(0.5, a, b).shape
     torch.Size([1, 4, 8, 8])
     """
-    t = _check_t(t)
-    _check_pair(v0, v1)
-    if isinstance(dot_threshold, bool) or not isinstance(dot_threshold, numbers.Real) or not 0 < dot_threshold <= 1:
-        raise ValueError(f"dot_threshold must be a number in (0, 1], got {dot_threshold!r}")
-    if t == 0.0:
+    t = check_interpolation(t, v0, v1, dot_threshold)  # t in [0, 1]; v0, v1 of one shape
+    if t == 0.0:  # the ends exactly, not up to rounding
         return v0.clone()
     if t == 1.0:
         return v1.clone()
@@ -101,13 +80,13 @@ def frame_times(num_frames: int) -> list[float]:
 def slerp_frames(v0: torch.Tensor, v1: torch.Tensor, num_frames: int,
                  dot_threshold: float = 0.9995) -> list[torch.Tensor]:
     """The ``num_frames`` tensors ``slerp(t, v0, v1)`` for t evenly spaced from 0 to 1 (first is v0, last is v1)."""
-    _check_pair(v0, v1)
+    check_pair(v0, v1)
     return [slerp(t, v0, v1, dot_threshold) for t in frame_times(num_frames)]
 
 
 def lerp_frames(v0: torch.Tensor, v1: torch.Tensor, num_frames: int) -> list[torch.Tensor]:
     """Like :func:`slerp_frames`, along the straight line."""
-    _check_pair(v0, v1)
+    check_pair(v0, v1)
     return [lerp(t, v0, v1) for t in frame_times(num_frames)]
 
 
@@ -144,45 +123,18 @@ def render_frames(pipe, latents, embeddings, steps: int = 20, guidance: float = 
     from tqdm.auto import tqdm
 
     from .images import latents_to_pil
-    from .loop import denoise
+    from .loop import denoise, prepare_timesteps
 
-    steps = check_steps(steps)
-    if torch.is_tensor(latents) or not isinstance(latents, (list, tuple)):
-        shape = f" of shape {tuple(latents.shape)}" if torch.is_tensor(latents) else ""
-        raise TypeError(f"latents must be a list of (1, 4, h, w) tensors, one per frame; got a "
-                        f"{type(latents).__name__}{shape} (a batch splits with list(latents.split(1))).")
-    latents = list(latents)
-    if len(latents) < 1:
-        raise ValueError("render_frames needs at least one latent tensor")
-    if isinstance(embeddings, torch.Tensor):
-        embeddings = [embeddings] * len(latents)
-    if not isinstance(embeddings, (list, tuple)):
-        raise TypeError(f"embeddings must be a tensor from encode_prompt or a list of them; "
-                        f"got {type(embeddings).__name__}.")
-    embeddings = list(embeddings)
-    if len(embeddings) != len(latents):
-        raise ValueError(f"got {len(latents)} latents but {len(embeddings)} embeddings; "
-                         f"give one per frame or one for all")
-    for i, (lat, emb) in enumerate(zip(latents, embeddings)):
-        check_tensor(lat, f"latents[{i}]")
-        check_tensor(emb, f"embeddings[{i}]")
-        if lat.ndim != 4 or lat.shape[0] != 1 or lat.shape[1:] != latents[0].shape[1:]:
-            raise ValueError(f"latents[{i}] must have shape {tuple(latents[0].shape)} like latents[0], "
-                             f"got {tuple(lat.shape)}")
-        if emb.ndim != 3 or emb.shape[0] != 2 or emb.shape[1:] != embeddings[0].shape[1:]:
-            raise ValueError(f"embeddings[{i}] must be an [uncond, cond] tensor of shape (2, tokens, hidden), "
-                             f"got {tuple(emb.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    latents, embeddings, steps = check_render_inputs(latents, embeddings, steps, batch_size)  # lists, one per frame
     device, dtype = pipe.unet.device, pipe.unet.dtype
     frames = []
     for start in tqdm(range(0, len(latents), batch_size), disable=not progress, desc="frames"):
-        lat = torch.cat(latents[start : start + batch_size]).to(device, dtype)
+        lat = torch.cat(latents[start : start + batch_size]).to(device, dtype)  # the next batch of frames
         emb = embeddings[start : start + batch_size]
         emb = torch.cat([e[:1] for e in emb] + [e[1:] for e in emb]).to(device, dtype)  # [uncond..., cond...]
-        pipe.scheduler.set_timesteps(steps)
+        prepare_timesteps(pipe.scheduler, steps, device=device)  # a fresh run of the scheduler per batch
         out = denoise(pipe.unet, pipe.scheduler, emb, lat * pipe.scheduler.init_noise_sigma, guidance, steps,
-                      progress=False)
+                      progress=False)  # noise scaled to the first step's level, then the loop
         for one in out.split(1):  # decode one at a time: the VAE decoder is the memory peak at 512 px
             frames.extend(latents_to_pil(pipe.vae, one))
     return frames

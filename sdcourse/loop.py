@@ -7,6 +7,7 @@ does the same steps in the open, one function each, so a learner can read them a
 other chapters can reuse them:
 
 * :func:`encode_prompt`  prompt text -> ``[unconditional, conditional]`` embeddings
+* :func:`prepare_timesteps` the timesteps of one run (the one place that calls ``set_timesteps``)
 * :func:`initial_latents` seed -> starting noise, scaled for the scheduler
 * :func:`denoise`        the loop itself (any scheduler with ``scale_model_input``/``step``)
 * :func:`predict_x0`     the scheduler's guess of the clean latents at one step
@@ -38,7 +39,8 @@ from tqdm.auto import tqdm
 
 from .images import check_vae, latents_to_pil, vae_factor
 from .seeds import make_generator
-from .validate import check_guidance, check_prompts, check_seed, check_size, check_steps, check_tensor
+from .validate import (check_denoise_inputs, check_guidance, check_prompts, check_seed, check_size, check_steps,
+                       check_text_inputs)
 
 __all__ = [
     "Generated",
@@ -49,6 +51,7 @@ __all__ = [
     "generate",
     "initial_latents",
     "predict_x0",
+    "prepare_timesteps",
 ]
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
@@ -76,31 +79,10 @@ def encode_prompt(tokenizer, text_encoder, prompts, negative=None) -> torch.Tens
     >>> emb = encode_prompt(pipe.tokenizer, pipe.text_encoder, ["a red circle"])  # doctest: +SKIP
     >>> emb.shape  # (2, 77, hidden_size)  # doctest: +SKIP
     """
-    prompts = check_prompts(prompts)
-    check_text_parts(tokenizer, text_encoder)
-    if negative is None:
-        negative = [""] * len(prompts)
-    elif isinstance(negative, str):
-        negative = [negative] * len(prompts)
-    else:
-        negative = check_prompts(negative, "negative")
-        if len(negative) != len(prompts):
-            raise ValueError(
-                f"negative has {len(negative)} prompts but there are {len(prompts)} prompts; "
-                "give one negative prompt per prompt, or one string for all."
-            )
-    cond = _embed(tokenizer, text_encoder, prompts)
-    uncond = _embed(tokenizer, text_encoder, negative)
-    return torch.cat([uncond, cond])
-
-
-def check_text_parts(tokenizer, text_encoder) -> None:
-    """Raise a clear error when the tokenizer and text encoder are missing or given in the wrong order."""
-    if not callable(tokenizer) or not isinstance(getattr(tokenizer, "model_max_length", None), int):
-        raise TypeError(f"tokenizer must be a tokenizer such as pipe.tokenizer; got {type(tokenizer).__name__} "
-                        f"(are the tokenizer and text_encoder swapped?).")
-    if not isinstance(text_encoder, torch.nn.Module):
-        raise TypeError(f"text_encoder must be a model such as pipe.text_encoder; got {type(text_encoder).__name__}.")
+    prompts, negative = check_text_inputs(tokenizer, text_encoder, prompts, negative)  # one negative per prompt
+    cond = _embed(tokenizer, text_encoder, prompts)  # what the picture should show
+    uncond = _embed(tokenizer, text_encoder, negative)  # what guidance pushes away from ("" by default)
+    return torch.cat([uncond, cond])  # the pipeline's order: unconditional half first
 
 
 def _short(texts: list[str], limit: int = 200) -> str:
@@ -122,7 +104,28 @@ def _embed(tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
-# --------------------------------------------------------------------------- step 2: noise
+# --------------------------------------------------------------------------- step 2: timesteps and noise
+def prepare_timesteps(scheduler, num_inference_steps: int, start_step: int = 0, device=None) -> torch.Tensor:
+    """Start a run: set the scheduler's timesteps for ``num_inference_steps`` steps; return those the loop visits.
+
+    This is the pipeline's "prepare timesteps" step, and the one place in the course's loops that
+    calls ``scheduler.set_timesteps``. It also clears the scheduler's memory of an earlier run
+    (K-LMS and PNDM combine the last few noise predictions), so call it once before every run,
+    before :func:`initial_latents` (K-LMS's ``init_noise_sigma`` depends on it) and :func:`denoise`.
+    ``start_step`` skips the first steps, as img2img does: the scheduler's step counter starts there.
+
+    >>> from diffusers import LMSDiscreteScheduler
+    >>> klms = LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    >>> len(prepare_timesteps(klms, 20)), len(prepare_timesteps(klms, 20, start_step=8))
+    (20, 12)
+    """
+    scheduler.set_timesteps(check_steps(num_inference_steps), device=device)  # noisiest first; forgets the last run
+    begin = start_step * getattr(scheduler, "order", 1)  # second-order schedulers list each timestep twice
+    if begin and hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)  # the scheduler's step counter starts here, not at 0
+    return scheduler.timesteps[begin:]
+
+
 def initial_latents(unet, scheduler, batch_size: int, height: int, width: int, seed=None, *,
                     generator: torch.Generator | None = None, vae_scale_factor: int = 8,
                     device=None, dtype=None) -> torch.Tensor:
@@ -131,7 +134,7 @@ def initial_latents(unet, scheduler, batch_size: int, height: int, width: int, s
     The noise is drawn on the generator's device (the CPU for a seed), so a seed gives
     the same noise on every machine, then moved to ``device`` and multiplied by
     ``scheduler.init_noise_sigma`` (1 for DDPM-style schedulers, about 14.6 for K-LMS
-    with SD's schedule). Call ``scheduler.set_timesteps`` first: K-LMS's
+    with SD's schedule). Call :func:`prepare_timesteps` first: K-LMS's
     ``init_noise_sigma`` depends on it.
 
     >>> lat = initial_latents(pipe.unet, pipe.scheduler, 1, 64, 64, seed=0,  # doctest: +SKIP
@@ -173,7 +176,7 @@ def predict_x0(scheduler, sample: torch.Tensor, noise_pred: torch.Tensor, timest
 
 @torch.no_grad()
 def denoise(unet, scheduler, text_embeddings: torch.Tensor, latents: torch.Tensor, guidance_scale: float = 7.5,
-            num_inference_steps: int = 50, callback: StepCallback | None = None, progress: bool = True, *,
+            num_inference_steps: int | None = None, callback: StepCallback | None = None, progress: bool = True, *,
             start_step: int = 0, generator: torch.Generator | None = None, return_x0: bool = False):
     """Run the denoising loop: noisy latents in, clean latents out (same shape, ``(B, 4, h, w)``).
 
@@ -184,52 +187,31 @@ def denoise(unet, scheduler, text_embeddings: torch.Tensor, latents: torch.Tenso
     moves the latents one step towards clean. With ``guidance_scale <= 1`` only the
     conditional half is used, as in the pipeline.
 
-    ``start_step`` skips the first inference steps (img2img starts part-way: the caller
-    noises its latents to ``scheduler.timesteps[start_step * scheduler.order]`` after
-    ``scheduler.set_timesteps(num_inference_steps)``). ``callback(step_index, t, latents)``
+    The caller chooses the timesteps first, as the pipeline does before its loop:
+    :func:`prepare_timesteps` (or ``scheduler.set_timesteps(num_inference_steps)``), once per run;
+    ``num_inference_steps`` (default: what the scheduler was set for) must match. ``start_step``
+    skips the first inference steps (img2img starts part-way: the caller noises its latents to
+    ``scheduler.timesteps[start_step * scheduler.order]``). ``callback(step_index, t, latents)``
     runs after every step; if it returns a tensor, the loop continues from that
     (inpainting pastes the known region back this way). ``return_x0=True`` also returns
     the list of predicted clean latents, one per step (on the CPU).
 
     >>> emb = encode_prompt(pipe.tokenizer, pipe.text_encoder, "a red circle")  # doctest: +SKIP
-    >>> pipe.scheduler.set_timesteps(20)  # doctest: +SKIP
+    >>> prepare_timesteps(pipe.scheduler, 20)  # doctest: +SKIP
     >>> lat = initial_latents(pipe.unet, pipe.scheduler, 1, 64, 64, seed=0,  # doctest: +SKIP
     ...                       vae_scale_factor=pipe.vae_scale_factor)
     >>> lat = denoise(pipe.unet, pipe.scheduler, emb, lat, 7.5, 20)  # doctest: +SKIP
     """
-    guidance_scale = check_guidance(guidance_scale)
-    num_inference_steps = check_steps(num_inference_steps)
-    check_tensor(latents, "latents", ndim=4, channels=unet.config.in_channels)
-    check_tensor(text_embeddings, "text_embeddings", ndim=3)
-    if latents.dtype != unet.dtype:
-        raise TypeError(f"latents are {latents.dtype} but the UNet runs in {unet.dtype}; "
-                        f"convert them with latents.to(unet.dtype).")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be a function (step_index, t, latents); got {type(callback).__name__}.")
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < num_inference_steps:
-        raise ValueError(
-            f"start_step must be a whole number from 0 to num_inference_steps - 1 = {num_inference_steps - 1}, "
-            f"got {start_step!r}."
-        )
-    batch = latents.shape[0]
-    if text_embeddings.ndim != 3 or text_embeddings.shape[0] != 2 * batch:
-        raise ValueError(
-            f"text_embeddings must have 2 * batch = {2 * batch} rows ([uncond, cond] from encode_prompt) "
-            f"for latents of batch {batch}, got shape {tuple(text_embeddings.shape)}."
-        )
-    guided = _uses_guidance(guidance_scale)
-    embeddings = text_embeddings if guided else text_embeddings[batch:]
+    guidance_scale, num_inference_steps = check_denoise_inputs(
+        unet, scheduler, text_embeddings, latents, guidance_scale, num_inference_steps, callback, start_step)
+    guided = _uses_guidance(guidance_scale)  # the pipeline's rule: guidance only above 1
+    embeddings = text_embeddings if guided else text_embeddings[latents.shape[0]:]  # without guidance: cond only
     embeddings = embeddings.to(device=unet.device, dtype=unet.dtype)
-
-    scheduler.set_timesteps(num_inference_steps, device=latents.device)
-    order = getattr(scheduler, "order", 1)
-    begin = start_step * order
-    if begin and hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(begin)
-    timesteps = scheduler.timesteps[begin:]
-    step_kwargs = {}
+    begin = start_step * getattr(scheduler, "order", 1)  # second-order schedulers list each timestep twice
+    timesteps = scheduler.timesteps[begin:]  # as prepare_timesteps set them for this run
+    step_kwargs = {}  # only noise-adding schedulers (Euler ancestral, ...) take the generator
     if generator is not None and "generator" in inspect.signature(scheduler.step).parameters:
-        step_kwargs["generator"] = generator  # only noise-adding schedulers (Euler ancestral, ...) take one
+        step_kwargs["generator"] = generator
 
     x0s = []  # the predicted clean latents, one per step, when return_x0 is asked for
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="denoise")):  # t: noisiest first
@@ -326,7 +308,7 @@ def generate(pipe_or_components, prompt, seed: int = 0, steps: int = 20, guidanc
     prompts = check_prompts(prompt)
 
     embeddings = encode_prompt(tokenizer, text_encoder, prompts, negative)
-    scheduler.set_timesteps(steps, device=unet.device)
+    prepare_timesteps(scheduler, steps, device=unet.device)
     generator = make_generator(seed)  # on the CPU: the same noise on every machine
     latents = initial_latents(unet, scheduler, len(prompts), height, width, generator=generator,
                               vae_scale_factor=factor, dtype=embeddings.dtype)

@@ -40,7 +40,7 @@ from .loop import encode_prompt, generate
 from .schedulers import set_scheduler
 from .seeds import make_generator
 from .validate import (check_choice, check_guidance, check_instance, check_int, check_literal, check_num_frames,
-                       check_pipeline, check_same_size, check_seed, check_size, check_steps, check_strength,
+                       check_pipeline, check_same_pair_size, check_seed, check_size, check_steps, check_strength,
                        check_text, check_upload)
 from .video import gif_bytes
 
@@ -185,7 +185,7 @@ def mask_picture(s: Settings, uploads: dict, data_side: int) -> Image.Image:
 
 def mask_overlay(picture: Image.Image, mask: Image.Image) -> Image.Image:
     """The picture with the region to repaint (white in the mask) tinted red."""
-    check_same_size(check_instance(picture, "picture", Image.Image, "a PIL picture"),
+    check_same_pair_size(check_instance(picture, "picture", Image.Image, "a PIL picture"),
                     check_instance(mask, "mask", Image.Image, "a PIL picture"))
     red = Image.new("RGB", picture.size, (255, 0, 0))
     tinted = Image.blend(picture.convert("RGB"), red, 0.5)

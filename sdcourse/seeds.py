@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .validate import check_seed
+from .validate import check_device, check_seed
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -30,17 +30,5 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
         >>> pipe(prompt, generator=make_generator(0)).images[0]  # doctest: +SKIP
         >>> [make_generator(s) for s in range(4)]   # one generator per picture of a batch  # doctest: +SKIP
     """
-    seed = check_seed(seed)
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a string such as 'cpu' or a torch.device; got {device!r}.")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda' or 'mps'.") from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda' or 'mps'.")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available[dev.type]:
-        raise ValueError(f"device {device!r} was asked for, but this machine has no such GPU visible to torch; "
-                         f"use 'cpu' (the default, which gives the same noise everywhere).")
-    return torch.Generator(device=dev).manual_seed(seed)
+    seed, device = check_seed(seed), check_device(device)  # 0 .. 2**64 - 1; a device torch sees here
+    return torch.Generator(device=device).manual_seed(seed)  # the same seed, the same numbers

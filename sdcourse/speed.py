@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 
 from .colab import REPO_URL
+from .validate import check_timing
 
 __all__ = ["load_results", "machine_info", "markdown_table", "median", "results_dir", "time_call",
            "write_results"]
@@ -57,19 +58,15 @@ def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1, devic
     >>> len(t), min(t) >= 0
     (5, True)
     """
-    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}.")
-    if not callable(fn):
-        raise TypeError(f"fn must be a function taking no arguments, got {type(fn).__name__}.")
-    for _ in range(warmup):
+    repeats, warmup = check_timing(fn, repeats, warmup)
+    for _ in range(warmup):  # first calls pay for compiling, caches, memory
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        _sync(device)  # wait for GPU work queued before the clock starts
         start = time.perf_counter()
         fn()
-        _sync(device)
+        _sync(device)  # a GPU call returns at once: wait until its work is done
         times.append(time.perf_counter() - start)
     return times
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -390,10 +391,10 @@ def check_side(size, name: str = "size", high: int = MAX_SIDE) -> tuple[int, int
     return tuple(check_int(v, name, 1, high, example=64) for v in pair)
 
 
-def check_mask(mask, name: str = "mask") -> np.ndarray:
+def check_bool_mask(mask, name: str = "mask") -> np.ndarray:
     """Check a boolean numpy mask ``(height, width)`` with sides from 1 to ``MAX_SIDE``; return it.
 
-    >>> check_mask(np.ones((4, 4), bool)).shape
+    >>> check_bool_mask(np.ones((4, 4), bool)).shape
     (4, 4)
     """
     if not isinstance(mask, np.ndarray) or mask.dtype != bool or mask.ndim != 2:
@@ -404,7 +405,7 @@ def check_mask(mask, name: str = "mask") -> np.ndarray:
     return mask
 
 
-def check_same_size(a: Image.Image, b: Image.Image, names: str = "picture and mask") -> None:
+def check_same_pair_size(a: Image.Image, b: Image.Image, names: str = "picture and mask") -> None:
     """Raise unless two PIL pictures have the same size."""
     if a.size != b.size:
         raise ValueError(f"the {names} must have the same size; got {a.width}x{a.height} and {b.width}x{b.height}.")
@@ -517,3 +518,380 @@ def check_sigma(sigma, scheduler) -> float:
     sigmas = ((1 - alphas.double()) / alphas.double()).sqrt()
     return check_number(sigma, "sigma", float(sigmas.min()), float(sigmas.max()), example=1.0,
                         meaning=" (the noise levels of the model's training schedule)")
+
+
+# --------------------------------------------------------------------------- whole numbers, pictures in lists
+def check_whole(value, name: str, low: int = 0) -> int:
+    """Return ``value`` as an ``int`` if it is a whole number >= ``low`` (not a bool), else raise ValueError.
+
+    >>> check_whole(3, "repeats", 1)
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}.")
+    return int(value)
+
+
+def check_pictures(images, name: str = "images", empty: str | None = None) -> list[Image.Image]:
+    """One PIL picture or a list of them, each non-empty, as a list; ``empty`` is the error for an empty list.
+
+    >>> len(check_pictures(Image.new("RGB", (8, 8))))
+    1
+    """
+    if isinstance(images, Image.Image):
+        return [images]
+    if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+        raise TypeError(f"{name} must be a PIL image or a list of PIL images; got {type(images).__name__}.")
+    for i, im in enumerate(images):
+        if not isinstance(im, Image.Image):
+            hint = " (use latents_to_pil or tensor_to_pil to turn tensors into pictures)" if torch.is_tensor(im) else ""
+            raise TypeError(f"{name}[{i}] is a {type(im).__name__}, not a PIL image{hint}.")
+        if im.width == 0 or im.height == 0:
+            raise ValueError(f"{name}[{i}] is empty: it is {im.width} x {im.height} pixels.")
+    if empty is not None and not images:
+        raise ValueError(empty)
+    return list(images)
+
+
+def check_same_size(images: list[Image.Image]) -> tuple[int, int]:
+    """The common ``(width, height)`` of a list of pictures; raise if their sizes differ."""
+    sizes = sorted({im.size for im in images})
+    if len(sizes) > 1:
+        raise ValueError(
+            f"all pictures must have the same size; got sizes (width, height) {sizes}. "
+            f"Resize them first, e.g. im.resize((512, 512))."
+        )
+    return sizes[0]
+
+
+def check_grid(images, rows, cols) -> tuple[list[Image.Image], tuple[int, int]]:
+    """``image_grid``'s checks: ``rows * cols`` pictures of one size; returns the list and ``(width, height)``."""
+    images = check_pictures(images)
+    for name, value in (("rows", rows), ("cols", cols)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    if not images:
+        raise ValueError("image_grid got an empty list of pictures; give at least one.")
+    if rows * cols != len(images):
+        raise ValueError(
+            f"rows x cols must equal the number of pictures: {rows} x {cols} = {rows * cols}, "
+            f"but there are {len(images)} pictures."
+        )
+    return images, check_same_size(images)
+
+
+def check_layout(images, rows, cols) -> tuple[list[Image.Image], int | None, int | None]:
+    """``show``'s checks: at least one picture, and ``rows``/``cols`` (or None) from 1 to the number of pictures."""
+    images = check_pictures(images, empty="show got an empty list of pictures; give at least one.")
+    rows = None if rows is None else check_int(rows, "rows", 1, len(images))
+    cols = None if cols is None else check_int(cols, "cols", 1, len(images))
+    return images, rows, cols
+
+
+def check_vae_pictures(vae, images, factor: int) -> list[Image.Image]:
+    """``pil_to_latents``'s checks: at least one picture, all of one size, sides multiples of the VAE ``factor``."""
+    images = check_pictures(images, empty="pil_to_latents got an empty list of pictures; give at least one.")
+    w, h = check_same_size(images)
+    if w % factor or h % factor:
+        raise ValueError(f"picture size {w} x {h} must be a multiple of {factor} on each side for this VAE; "
+                         f"resize it, e.g. to {w - w % factor or factor} x {h - h % factor or factor}.")
+    return images
+
+
+def check_pixels(pixels) -> torch.Tensor:
+    """A ``(B, 3, H, W)`` float tensor of pixels, finite and not empty, else raise.
+
+    >>> check_pixels(torch.zeros(1, 3, 8, 8)).shape
+    torch.Size([1, 3, 8, 8])
+    """
+    if not torch.is_tensor(pixels) or pixels.ndim != 4 or pixels.shape[1] != 3:
+        shape = tuple(pixels.shape) if torch.is_tensor(pixels) else type(pixels).__name__
+        raise ValueError(f"expected a (B, 3, H, W) tensor of pixels in [-1, 1]; got {shape}.")
+    return check_tensor(pixels, "pixels")
+
+
+def check_device(device) -> torch.device:
+    """A device name or ``torch.device`` that torch can use here ('cpu', or a GPU it sees), else raise.
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a string such as 'cpu' or a torch.device; got {device!r}.")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda' or 'mps'.") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda' or 'mps'.")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[dev.type]:
+        raise ValueError(f"device {device!r} was asked for, but this machine has no such GPU visible to torch; "
+                         f"use 'cpu' (the default, which gives the same noise everywhere).")
+    return dev
+
+
+# --------------------------------------------------------------------------- the sampling loop
+def check_text_inputs(tokenizer, text_encoder, prompts, negative=None) -> tuple[list[str], list[str]]:
+    """``encode_prompt``'s checks: the two text parts in the right order, prompts, and one negative per prompt.
+
+    ``negative`` None gives ``""`` per prompt (the unconditional text); one string is used for all.
+    """
+    prompts = check_prompts(prompts)
+    if not callable(tokenizer) or not isinstance(getattr(tokenizer, "model_max_length", None), int):
+        raise TypeError(f"tokenizer must be a tokenizer such as pipe.tokenizer; got {type(tokenizer).__name__} "
+                        f"(are the tokenizer and text_encoder swapped?).")
+    if not isinstance(text_encoder, torch.nn.Module):
+        raise TypeError(f"text_encoder must be a model such as pipe.text_encoder; got {type(text_encoder).__name__}.")
+    if negative is None or isinstance(negative, str):
+        return prompts, [negative or ""] * len(prompts)
+    negative = check_prompts(negative, "negative")
+    if len(negative) != len(prompts):
+        raise ValueError(
+            f"negative has {len(negative)} prompts but there are {len(prompts)} prompts; "
+            "give one negative prompt per prompt, or one string for all."
+        )
+    return prompts, negative
+
+
+def check_schedule(scheduler, num_inference_steps=None) -> int:
+    """The number of steps a scheduler was just prepared for (``set_timesteps``), else raise.
+
+    Refuses a scheduler set for another number of steps, never set, or one that has already
+    stepped since (K-LMS and PNDM keep the past noise predictions of a run: a second run on
+    them needs a fresh ``set_timesteps``).
+    """
+    set_for = getattr(scheduler, "num_inference_steps", None)
+    if num_inference_steps is not None:
+        num_inference_steps = check_steps(num_inference_steps)
+    if set_for is None or num_inference_steps not in (None, set_for):
+        n = num_inference_steps or 20
+        raise ValueError(f"the scheduler is set for {set_for} steps, not num_inference_steps = {num_inference_steps}; "
+                         f"call prepare_timesteps(scheduler, {n}) (or scheduler.set_timesteps({n})) "
+                         f"just before the loop.")
+    if getattr(scheduler, "step_index", None) is not None or getattr(scheduler, "counter", 0):
+        raise ValueError(f"the scheduler has already run steps since its set_timesteps({set_for}) call; it keeps the "
+                         f"history of one run, so call prepare_timesteps(scheduler, {set_for}) again before each run.")
+    return set_for
+
+
+def check_denoise_inputs(unet, scheduler, text_embeddings, latents, guidance_scale, num_inference_steps,
+                         callback, start_step) -> tuple[float, int]:
+    """``denoise``'s checks; returns ``(guidance_scale, num_inference_steps)`` (the steps the scheduler is set for)."""
+    guidance_scale = check_guidance(guidance_scale)
+    if num_inference_steps is not None:
+        num_inference_steps = check_steps(num_inference_steps)
+    check_tensor(latents, "latents", ndim=4, channels=unet.config.in_channels)
+    check_tensor(text_embeddings, "text_embeddings", ndim=3)
+    if latents.dtype != unet.dtype:
+        raise TypeError(f"latents are {latents.dtype} but the UNet runs in {unet.dtype}; "
+                        f"convert them with latents.to(unet.dtype).")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function (step_index, t, latents); got {type(callback).__name__}.")
+    batch = latents.shape[0]
+    if text_embeddings.shape[0] != 2 * batch:
+        raise ValueError(
+            f"text_embeddings must have 2 * batch = {2 * batch} rows ([uncond, cond] from encode_prompt) "
+            f"for latents of batch {batch}, got shape {tuple(text_embeddings.shape)}."
+        )
+    steps = num_inference_steps or getattr(scheduler, "num_inference_steps", None) or MAX_STEPS
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < steps:
+        raise ValueError(
+            f"start_step must be a whole number from 0 to num_inference_steps - 1 = {steps - 1}, got {start_step!r}."
+        )
+    return guidance_scale, check_schedule(scheduler, num_inference_steps)
+
+
+# --------------------------------------------------------------------------- img2img, inpainting, frames
+def check_picture_run(what: str, image, prompt, steps, guidance, multiple: int = 8):
+    """The checks img2img and inpainting share: one picture of the right size, one prompt, steps, guidance.
+
+    Returns ``(image as RGB, [prompt], steps, guidance)``.
+    """
+    image = check_picture(image, multiple)
+    steps, guidance = check_steps(steps), check_guidance(guidance)
+    prompts = check_prompts(prompt)
+    if len(prompts) != 1:
+        raise ValueError(f"{what} takes one prompt for its one picture, got {len(prompts)}")
+    return image, prompts, steps, guidance
+
+
+def check_img2img_inputs(image, prompt, strength, steps, guidance, multiple: int = 8):
+    """``img2img``'s checks; returns ``(image as RGB, [prompt], strength, steps, guidance)``."""
+    strength = check_strength(strength)
+    image, prompts, steps, guidance = check_picture_run("img2img", image, prompt, steps, guidance, multiple)
+    return image, prompts, strength, steps, guidance
+
+
+def check_render_inputs(latents, embeddings, steps, batch_size) -> tuple[list, list, int]:
+    """``render_frames``'s checks: one ``(1, 4, h, w)`` latent per frame and one ``(2, tokens, hidden)``
+    embedding per frame (or one for all). Returns ``(latents, embeddings, steps)`` with the lists expanded."""
+    steps = check_steps(steps)
+    if torch.is_tensor(latents) or not isinstance(latents, (list, tuple)):
+        shape = f" of shape {tuple(latents.shape)}" if torch.is_tensor(latents) else ""
+        raise TypeError(f"latents must be a list of (1, 4, h, w) tensors, one per frame; got a "
+                        f"{type(latents).__name__}{shape} (a batch splits with list(latents.split(1))).")
+    latents = list(latents)
+    if len(latents) < 1:
+        raise ValueError("render_frames needs at least one latent tensor")
+    if isinstance(embeddings, torch.Tensor):
+        embeddings = [embeddings] * len(latents)
+    if not isinstance(embeddings, (list, tuple)):
+        raise TypeError(f"embeddings must be a tensor from encode_prompt or a list of them; "
+                        f"got {type(embeddings).__name__}.")
+    embeddings = list(embeddings)
+    if len(embeddings) != len(latents):
+        raise ValueError(f"got {len(latents)} latents but {len(embeddings)} embeddings; "
+                         f"give one per frame or one for all")
+    for i, (lat, emb) in enumerate(zip(latents, embeddings)):
+        check_tensor(lat, f"latents[{i}]")
+        check_tensor(emb, f"embeddings[{i}]")
+        if lat.ndim != 4 or lat.shape[0] != 1 or lat.shape[1:] != latents[0].shape[1:]:
+            raise ValueError(f"latents[{i}] must have shape {tuple(latents[0].shape)} like latents[0], "
+                             f"got {tuple(lat.shape)}")
+        if emb.ndim != 3 or emb.shape[0] != 2 or emb.shape[1:] != embeddings[0].shape[1:]:
+            raise ValueError(f"embeddings[{i}] must be an [uncond, cond] tensor of shape (2, tokens, hidden), "
+                             f"got {tuple(emb.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return latents, embeddings, steps
+
+
+def _mask_values(mask) -> np.ndarray:
+    """The mask as an H x W float array in [0, 1]."""
+    if isinstance(mask, Image.Image):
+        return np.asarray(mask.convert("L"), dtype=np.float64) / 255.0
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"mask must be a PIL picture, a numpy array or a torch tensor, got {type(mask).__name__}")
+    arr = np.squeeze(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"mask must be one H x W channel (white = repaint), got shape {mask.shape}")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float64)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float64) / 255.0
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"a float mask must hold values in [0, 1], got values from {arr.min()} to {arr.max()}")
+    return arr
+
+
+def check_mask(mask, image, strict: bool = False, threshold: float = 0.5) -> np.ndarray:
+    """An inpainting mask as H x W grey levels in [0, 1], checked against its picture; else raise.
+
+    ``mask``: a PIL picture, or an H x W array or tensor (bool, uint8 0..255, float 0..1) of the
+    picture's size, with at least one pixel >= ``threshold`` (white = repaint); with ``strict``,
+    no grey pixel at all.
+
+    >>> check_mask(Image.new("L", (8, 8), 255), Image.new("RGB", (8, 8))).shape
+    (8, 8)
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a PIL picture, got {type(image).__name__}")
+    values = _mask_values(mask)
+    h, w = values.shape
+    if (w, h) != image.size:
+        raise ValueError(f"mask and picture must have the same size: the mask is {w}x{h}, "
+                         f"the picture {image.width}x{image.height}")
+    grey = np.count_nonzero((values > 0) & (values < 1))
+    if strict and grey:
+        raise ValueError(f"the mask is not binary: {grey} pixels are neither black nor white "
+                         f"(use strict=False to threshold them at {threshold})")
+    if not (values >= threshold).any():
+        raise ValueError("the mask is all black: nothing to repaint (white marks the part to repaint)")
+    return values
+
+
+def check_pixel_mask(mask, factor: int) -> int:
+    """Check a ``(1, 1, H, W)`` mask (from ``prepare_mask``) with sides multiples of ``factor``; return the factor."""
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[:2] != (1, 1):
+        raise ValueError(f"mask must be a (1, 1, H, W) tensor from prepare_mask, got "
+                         f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    f = int(factor)
+    if mask.shape[-1] % f or mask.shape[-2] % f:
+        raise ValueError(f"mask sides must be multiples of {f}, got {mask.shape[-1]}x{mask.shape[-2]}")
+    return f
+
+
+# --------------------------------------------------------------------------- timing, the fast loop, motion
+def check_timing(fn, repeats, warmup) -> tuple[int, int]:
+    """``time_call``'s checks: a function to call, ``repeats`` >= 1 and ``warmup`` >= 0; returns the two counts."""
+    repeats, warmup = check_whole(repeats, "repeats", 1), check_whole(warmup, "warmup", 0)
+    if not callable(fn):
+        raise TypeError(f"fn must be a function taking no arguments, got {type(fn).__name__}.")
+    return repeats, warmup
+
+
+def check_lms_scheduler(scheduler, order) -> int:
+    """``lms_coefficients``' checks: an ``LMSDiscreteScheduler`` and an order >= 1; returns the order."""
+    from diffusers import LMSDiscreteScheduler
+
+    order = check_whole(order, "order", 1)
+    if not isinstance(scheduler, LMSDiscreteScheduler):
+        raise ValueError("lms_coefficients needs an LMSDiscreteScheduler after set_timesteps(steps), got "
+                         f"{type(scheduler).__name__}.")
+    return order
+
+
+def check_finite_number(value, name: str, frame="-") -> float:
+    """A finite real number (not a bool) as a float; ``frame`` names the animation frame in the error.
+
+    >>> check_finite_number(1.5, "zoom")
+    1.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        where = "" if frame == "-" else f" at frame {frame}"
+        raise ValueError(f"{name}{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_motion(image, zoom, angle, translate_x, translate_y) -> tuple[float, float, float, float]:
+    """``transform``'s checks: a PIL picture, finite numbers, a positive zoom; returns the four numbers."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a PIL picture, got {type(image).__name__}")
+    numbers_ = [check_finite_number(v, n) for v, n in
+                ((zoom, "zoom"), (angle, "angle"), (translate_x, "translate_x"), (translate_y, "translate_y"))]
+    if numbers_[0] <= 0:
+        raise ValueError(f"zoom must be positive (1 keeps the size, 1.05 zooms in 5%), got {numbers_[0]}")
+    return tuple(numbers_)
+
+
+def check_animation(init_image, num_frames, seed) -> int:
+    """``animate``'s checks: a PIL start picture, at least 2 frames, and a seed + frame index that fits."""
+    n = check_num_frames(num_frames)
+    if not isinstance(init_image, Image.Image):
+        raise TypeError(f"init_image must be a PIL picture, got {type(init_image).__name__}")
+    if check_seed(seed) + n - 1 > MAX_SEED:
+        raise ValueError(f"seed {seed} is too large: frame i uses seed + i, so seed must be at most "
+                         f"2**64 - 1 - (num_frames - 1) = {MAX_SEED - n + 1}")
+    return n
+
+
+def check_interpolation(t, v0, v1, dot_threshold=None) -> float:
+    """``lerp``'s and ``slerp``'s checks: t in [0, 1], two finite tensors of one shape, a threshold in (0, 1].
+
+    Returns ``t`` as a float.
+
+    >>> check_interpolation(0.5, torch.zeros(2), torch.ones(2))
+    0.5
+    """
+    if isinstance(t, torch.Tensor) and t.numel() == 1:
+        t = t.item()
+    t = check_number(t, "t", 0.0, 1.0, example=0.5)
+    check_pair(v0, v1)
+    if dot_threshold is not None and (isinstance(dot_threshold, bool) or not isinstance(dot_threshold, numbers.Real)
+                                      or not 0 < dot_threshold <= 1):
+        raise ValueError(f"dot_threshold must be a number in (0, 1], got {dot_threshold!r}")
+    return t
+
+
+def check_pair(v0, v1) -> None:
+    """Two finite float tensors of the same shape (the ends of an interpolation), else raise."""
+    for name, v in (("v0", v0), ("v1", v1)):
+        check_tensor(v, name)
+    if v0.shape != v1.shape:
+        raise ValueError(
+            f"cannot interpolate tensors of different shapes: v0 is {tuple(v0.shape)}, v1 is {tuple(v1.shape)}"
+        )

@@ -12,7 +12,6 @@ NEAREST resampling, so they stay sharp.
 from __future__ import annotations
 
 import base64
-import io
 import numbers
 import os
 import tempfile
@@ -90,8 +89,8 @@ def _resolve_scale(arrays, scale) -> int:
     return int(scale)
 
 
-def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
-    """Enlarge an H x W x 3 array by a whole factor, each pixel becoming a scale x scale block (NEAREST)."""
+def repeat_pixels(frame: np.ndarray, scale: int) -> np.ndarray:
+    """Each pixel of an H x W x 3 array becomes a ``scale`` x ``scale`` block (for PIL pictures: ``images.upscale``)."""
     if scale == 1:
         return frame
     return frame.repeat(scale, axis=0).repeat(scale, axis=1)
@@ -104,7 +103,7 @@ def gif_bytes(frames, fps: float = 8, scale: int | None = None, loop: bool = Tru
     arrays = check_frames(frames)
     fps = check_fps(fps)
     scale = _resolve_scale(arrays, scale)
-    big = np.stack([upscale(a, scale) for a in arrays])
+    big = np.stack([repeat_pixels(a, scale) for a in arrays])
     return iio.imwrite("<bytes>", big, extension=".gif", duration=1000.0 / fps, loop=0 if loop else 1)
 
 
@@ -144,7 +143,7 @@ def write_mp4(frames, path, fps: float = 8, scale: int | None = None, quality: f
     )
     try:
         for a in arrays:
-            writer.append_data(upscale(a, scale))
+            writer.append_data(repeat_pixels(a, scale))
     finally:
         writer.close()
     return path

@@ -224,3 +224,44 @@ def test_denoise_rejects_bad_inputs(pipe):
         denoise(pipe.unet, scheduler, emb[1:], latents, 7.5, STEPS, progress=False)
     with pytest.raises(ValueError, match=f"start_step must be a whole number from 0 to .* {STEPS - 1}, got {STEPS}"):
         denoise(pipe.unet, scheduler, emb, latents, 7.5, STEPS, start_step=STEPS, progress=False)
+
+
+# ---------------------------------------------------------------- one owner for the timesteps
+def test_each_run_sets_the_timesteps_once(pipe, monkeypatch):
+    import sdcourse
+    from sdcourse.course_data import load_picture
+    from sdcourse.interp import render_frames
+
+    calls = []
+    original = type(pipe.scheduler).set_timesteps
+
+    def counted(self, *args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("num_inference_steps"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe.scheduler), "set_timesteps", counted)
+    generate(pipe, PROMPTS[0], steps=2, progress=False)
+    assert calls == [2]
+    picture = load_picture("scene", pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    sdcourse.img2img(pipe, picture, PROMPTS[0], strength=1.0, steps=2)
+    assert calls == [2, 2]
+    noise = [torch.randn(1, pipe.unet.config.in_channels, 8, 8) for _ in range(3)]
+    render_frames(pipe, noise, encode_prompt(pipe.tokenizer, pipe.text_encoder, PROMPTS[0]), steps=2,
+                  batch_size=2, progress=False)
+    assert calls == [2, 2, 2, 2]  # one fresh run per batch of frames
+
+
+def test_denoise_refuses_a_scheduler_not_prepared_for_this_run(pipe):
+    from sdcourse.loop import prepare_timesteps
+
+    scheduler, emb, latents = setup_loop(pipe)
+    with pytest.raises(ValueError, match=f"the scheduler is set for {STEPS} steps, not num_inference_steps = 4"):
+        denoise(pipe.unet, scheduler, emb, latents, 7.5, 4, progress=False)
+    out = denoise(pipe.unet, scheduler, emb, latents, progress=False)  # the steps it was set for
+    with pytest.raises(ValueError, match=r"already run steps since its set_timesteps\(8\) call"):
+        denoise(pipe.unet, scheduler, emb, latents, 7.5, STEPS, progress=False)
+    prepare_timesteps(scheduler, STEPS)
+    assert torch.equal(denoise(pipe.unet, scheduler, emb, latents, 7.5, STEPS, progress=False), out)
+    fresh = PNDMScheduler.from_config(pipe.scheduler.config)  # set_timesteps never called
+    with pytest.raises(ValueError, match="the scheduler is set for None steps"):
+        denoise(pipe.unet, fresh, emb, latents, 7.5, STEPS, progress=False)

@@ -9,6 +9,7 @@ from sdcourse.video import (
     frame_changes,
     gif_bytes,
     read_video,
+    repeat_pixels,
     show_gif,
     show_mp4,
     video_html,
@@ -46,6 +47,13 @@ def test_mp4_roundtrip(tmp_path):
 def test_scale():
     assert display_scale(64) == 4 and display_scale(512) == 1 and display_scale(100) == 3
     assert display_scale(frames()) == 4
+
+
+def test_repeat_pixels_makes_blocks():
+    frame = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    big = repeat_pixels(frame, 3)
+    assert big.shape == (6, 6, 3) and (big[:3, :3] == frame[0, 0]).all() and (big[3:, 3:] == frame[1, 1]).all()
+    assert repeat_pixels(frame, 1) is frame
 
 
 def test_explicit_scale(tmp_path):
