@@ -40,8 +40,8 @@ from .images import latents_to_pil
 from .loop import denoise, encode_prompt, initial_latents
 from .seeds import make_generator
 from .shapes import PALETTE, Scene
-from .validate import (check_guidance, check_index, check_instance, check_int, check_list_of, check_bool_mask, check_number,
-                       check_picture, check_pipeline, check_prompts, check_seed, check_side, check_steps,
+from .validate import (check_bool_mask, check_guidance, check_index, check_instance, check_int, check_list_of,
+                       check_number, check_picture, check_pipeline, check_prompts, check_seed, check_side, check_steps,
                        check_tensor, check_text, check_unet, check_weights)
 
 # How the heat maps are drawn over the picture (see overlay).
@@ -68,7 +68,8 @@ def cross_attention_layers(unet, height: int | None = None, width: int | None = 
         if not name.endswith("attn2"):
             continue
         part, index = name.split(".")[0], int(name.split(".")[1]) if name[0] in "du" else 0
-        shrink = {"down_blocks": 2 ** index, "mid_block": 2 ** (levels - 1), "up_blocks": 2 ** (levels - 1 - index)}[part]
+        shrink = {"down_blocks": 2 ** index, "mid_block": 2 ** (levels - 1),
+                  "up_blocks": 2 ** (levels - 1 - index)}[part]
         rows.append({
             "name": name,
             "grid": (height // shrink, width // shrink),
@@ -175,7 +176,8 @@ class RecordingProcessor:
     def __init__(self, store: AttentionStore):
         self.store = store
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
         if encoder_hidden_states is None:
             raise ValueError("RecordingProcessor is for cross-attention (attn2) layers; it got no text vectors.")
         residual = hidden_states
@@ -261,7 +263,8 @@ def generate_with_maps(pipe, prompts, seed: int = 0, steps: int = 20, guidance: 
     >>> r = generate_with_maps(pipe, ["a red circle", "a blue circle"], share_maps=True)
     """
     check_pipeline(pipe)
-    prompts, seed, steps, guidance = check_prompts(prompts), check_seed(seed), check_steps(steps), check_guidance(guidance)
+    prompts, seed = check_prompts(prompts), check_seed(seed)
+    steps, guidance = check_steps(steps), check_guidance(guidance)
     if share_steps is not None:
         share_steps = check_int(share_steps, "share_steps", 0, steps, example=steps // 2, meaning=" (the steps)")
     tokens = [prompt_tokens(pipe.tokenizer, p) for p in prompts]

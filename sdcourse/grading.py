@@ -59,7 +59,8 @@ def chapter_of(name: str) -> str:
     """The assignment name of a chapter notebook's file name: ``"04_klms_loop_by_hand.ipynb"`` -> ``"ch04"``."""
     match = CHAPTER_FILE.match(check_path(name, "name", "04_klms_loop_by_hand.ipynb").name)
     if not match:
-        raise ValueError(f"{name!r} is not a chapter notebook name (expected NN_name.ipynb, e.g. 04_klms_loop_by_hand.ipynb)")
+        raise ValueError(f"{name!r} is not a chapter notebook name "
+                         "(expected NN_name.ipynb, e.g. 04_klms_loop_by_hand.ipynb)")
     return f"ch{match.group(1)}"
 
 
@@ -293,7 +294,8 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
 def _check_submissions(submissions) -> Path:
     submissions = check_path(submissions, "submissions", "submissions")
     if not submissions.is_dir():
-        raise ValueError(f"submissions={str(submissions)!r} is not a folder (expected submissions/<student>/NN_name.ipynb)")
+        raise ValueError(f"submissions={str(submissions)!r} is not a folder "
+                         "(expected submissions/<student>/NN_name.ipynb)")
     if not _student_folders(submissions):
         loose = sorted(p.name for p in submissions.glob("*.ipynb"))
         hint = (f"; it holds notebooks ({', '.join(loose[:3])}) directly: put each student's in a folder of its own"

@@ -194,7 +194,10 @@ def mask_overlay(picture: Image.Image, mask: Image.Image) -> Image.Image:
 
 # --------------------------------------------------------------------------- the work
 def run(pipe, s: Settings, uploads: dict | None = None) -> list[Image.Image]:
-    """Make the pictures (or, for dream, the frames) for the settings ``s``; the same calls as :func:`reproduce_code`."""
+    """Make the pictures (or, for dream, the frames) for the settings ``s``.
+
+    The same calls as :func:`reproduce_code` writes out.
+    """
     check_pipeline(pipe), check_settings(s, uploads)
     uploads = uploads or {}
     set_scheduler(pipe, s.scheduler)
@@ -214,7 +217,8 @@ def run(pipe, s: Settings, uploads: dict | None = None) -> list[Image.Image]:
     shape = (1, pipe.unet.config.in_channels, s.height // pipe.vae_scale_factor, s.width // pipe.vae_scale_factor)
     a = torch.randn(shape, generator=make_generator(s.seed))
     b = torch.randn(shape, generator=make_generator(s.seed_b))
-    start, end = (encode_prompt(pipe.tokenizer, pipe.text_encoder, [p], neg) for p in (s.prompt, s.prompt_b or s.prompt))
+    start, end = (encode_prompt(pipe.tokenizer, pipe.text_encoder, [p], neg)
+                  for p in (s.prompt, s.prompt_b or s.prompt))
     path = [torch.stack([start[0], cond]) for cond in slerp_frames(start[1], end[1], s.frames)]
     return render_frames(pipe, slerp_frames(a, b, s.frames), path, steps=s.steps, guidance=s.guidance, progress=False)
 
@@ -367,7 +371,8 @@ class Playground:
 
         self.rows = {
             "common": w.VBox([row("mode"), row("prompt"), row("negative"), row("n_images", "steps"),
-                              row("guidance", "scheduler"), row("seed", extra=[self.new_seed]), row("width", "height")]),
+                              row("guidance", "scheduler"), row("seed", extra=[self.new_seed]),
+                              row("width", "height")]),
             "img2img": row("strength"),
             "picture": row("picture", extra=[self.picture_upload]),
             "inpaint": row("mask", extra=[self.mask_upload]),
@@ -487,7 +492,8 @@ class Playground:
                                      "The last result is kept.")
                 return False
             except Exception as err:  # noqa: BLE001  (one sentence in the page, never a traceback)
-                self.status.value = _escape(f"Not generated: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                first_line = str(err).splitlines()[0] if str(err) else ""
+                self.status.value = _escape(f"Not generated: {type(err).__name__}: {first_line}")
                 return False
             finally:
                 hook.remove()
@@ -509,7 +515,8 @@ class Playground:
                                f'{base64.b64encode(data).decode()}">Download the {kind.upper()}</a>')
         self.code_view.value = "<b>The code that makes this result again:</b><pre>" + _escape(self.code) + "</pre>"
         what = f"{len(images)} frames" if s.mode == "dream" else f"{len(images)} picture(s)"
-        self.status.value = f"Done: {what}, {s.mode}, seed {s.seed}" + (f" to {s.seed_b}" if s.mode == "dream" else "") + "."
+        seeds = f"{s.seed} to {s.seed_b}" if s.mode == "dream" else f"{s.seed}"
+        self.status.value = f"Done: {what}, {s.mode}, seed {seeds}."
         self._remember(s, images[0])
 
     def _remember(self, s: Settings, picture: Image.Image) -> None:
