@@ -40,6 +40,35 @@ WRONG_ANSWERS = {
     'ch09-ex-02-answer': 'def keyframes(num_frames, first, second):\n    return {0: first, num_frames - 1: second}',
     'ch10-ex-01-answer': 'def euler_weights(sigmas):\n    return sigmas[:-1] - sigmas[1:]',
     'ch10-ex-02-answer': 'def saturation_batch(batches, seconds_per_picture):\n    return batches[int(np.argmin(seconds_per_picture))]',
+    # Chapters 11 and 12: the cell's given lines (imports, settings) stay, only the function is wrong.
+    'ch11-ex-01-answer': 'from dataclasses import replace\n\nfrom sdcourse.course_data import load_picture\n'
+                         'from sdcourse.img2img import img2img\nfrom sdcourse.playground import Settings, run\n'
+                         'from sdcourse.schedulers import set_scheduler\n\n'
+                         'SETTINGS = Settings(mode="img2img", prompt="a yellow square in the center on a black background",\n'
+                         '                    picture="sketch", strength=0.5, steps=4, guidance=5.0, seed=7, n_images=3,\n'
+                         '                    width=small, height=small, scheduler="euler")\n\n'
+                         'def one_picture(s, k):  # forgets the negative prompt\n    set_scheduler(pipe, s.scheduler)\n'
+                         '    picture = load_picture(s.picture, small).resize((s.width, s.height))\n'
+                         '    return img2img(pipe, picture, s.prompt, strength=s.strength, steps=s.steps, guidance=s.guidance,\n'
+                         '                   seed=s.seed + k).images[0]',
+    'ch11-ex-02-answer': 'import io\nfrom dataclasses import replace\n\nfrom sdcourse.playground import Settings, problems\n\n'
+                         'INPAINT = Settings(mode="inpaint", mask="upload", prompt="a green triangle on a white background",\n'
+                         '                   steps=3, seed=2, width=small, height=small, scheduler="ddim")\n\n'
+                         'def mask_upload(width, height):  # black = repaint: the wrong way round\n'
+                         '    mask = Image.new("L", (width, height), 255)\n    mask.paste(0, (width // 2, 0, width, height))\n'
+                         '    buffer = io.BytesIO()\n    mask.save(buffer, format="PNG")\n'
+                         '    return {"name": "mask.png", "content": buffer.getvalue()}',
+    'ch12-ex-01-answer': 'from sdcourse.attention import token_index\n\n'
+                         'def token_positions(prompt, word):  # counts words, not tokens\n'
+                         '    return [i + 1 for i, w in enumerate(prompt.split()) if w == word]',
+    'ch12-ex-02-answer': 'from PIL import ImageDraw\n\n'
+                         'from sdcourse.attention import AttentionResult, colour_mask, generate_with_maps, mass_inside, token_index\n'
+                         'from sdcourse.schedulers import set_scheduler\nfrom sdcourse.shapes import PALETTE\n\n'
+                         'set_scheduler(pipe, "ddim")\nMAPS_PROMPT = "a large red circle in the top left on a blue background"\n'
+                         'result = generate_with_maps(pipe, MAPS_PROMPT, seed=0, steps=8, progress=False)\n\n'
+                         'def lift(result, word, colour):  # forgets the start token: the map of the word before\n'
+                         '    i = result.tokens[0][1:-1].index(word)\n    region = colour_mask(result.images[0], colour)\n'
+                         '    return mass_inside(result.maps[0, i], region) / region.mean()',
 }
 
 
@@ -64,7 +93,7 @@ def chapters():
 
 def test_every_chapter_has_two_graded_exercises_with_a_planted_wrong_answer():
     paths = chapters()
-    assert [p.name[:2] for p in paths] == [f"{i:02d}" for i in range(1, 11)]
+    assert [p.name[:2] for p in paths] == [f"{i:02d}" for i in range(1, 13)]
     for path in paths:
         nb = nbformat.read(str(path), as_version=4)
         found = grading.exercises(path)
