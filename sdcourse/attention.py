@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .images import latents_to_pil
-from .loop import denoise, encode_prompt, initial_latents
+from .loop import denoise, encode_prompt, initial_latents, prepare_timesteps
 from .seeds import make_generator
 from .shapes import PALETTE, Scene
 from .validate import (check_bool_mask, check_guidance, check_index, check_instance, check_int, check_list_of,
@@ -275,7 +275,7 @@ def generate_with_maps(pipe, prompts, seed: int = 0, steps: int = 20, guidance: 
     factor = pipe.vae_scale_factor
     size = unet.config.sample_size * factor
     embeddings = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts)
-    scheduler.set_timesteps(steps, device=unet.device)
+    prepare_timesteps(scheduler, steps, device=unet.device)  # one run's timesteps, and a fresh scheduler memory
     generator = make_generator(seed)
     latents = initial_latents(unet, scheduler, 1, size, size, generator=generator, vae_scale_factor=factor,
                               dtype=embeddings.dtype).repeat(len(prompts), 1, 1, 1)  # same noise for every prompt

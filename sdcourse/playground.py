@@ -36,7 +36,7 @@ from .img2img import img2img
 from .inpaint import inpaint
 from .interp import render_frames, slerp_frames
 from .loader import is_mini_model
-from .loop import encode_prompt, generate
+from .loop import encode_prompt, generate, prepare_timesteps
 from .schedulers import set_scheduler
 from .seeds import make_generator
 from .validate import (check_choice, check_guidance, check_instance, check_int, check_literal, check_num_frames,
@@ -301,8 +301,7 @@ def expected_steps(pipe, s: Settings) -> int:
     """How many UNet calls a run makes (the progress bar's length)."""
     check_pipeline(pipe), check_settings(s, open_pictures=False)
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(s.steps)
-    n = len(scheduler.timesteps)
+    n = len(prepare_timesteps(scheduler, s.steps))
     if s.mode == "img2img":
         from .img2img import start_step
         return max(1, n - start_step(s.steps, s.strength) * getattr(scheduler, "order", 1)) * s.n_images

@@ -26,7 +26,10 @@ WRONG_ANSWERS = {
     'ch02-ex-02-answer': 'def noise_shape(height, width):\n    f = pipe.vae_scale_factor\n    for value in (height, width):\n        if value % f:\n            raise ValueError(f"{value} is not a multiple of {f}")\n    return (1, pipe.unet.config.in_channels, width // f, height // f)',
     'ch03-ex-01-answer': 'def pieces(text):\n    return len(text.split())',
     'ch03-ex-02-answer': 'def latent_shape(height, width):\n    return (1, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, height // pipe.vae_scale_factor)',
-    'ch04-ex-01-answer': 'def hand_loop(prompt, negative, seed=0, steps=3):\n    return pipe(prompt, height=small, width=small, num_inference_steps=steps, guidance_scale=GUIDANCE,\n                generator=sdcourse.make_generator(seed), output_type="latent").images',
+    'ch04-ex-01-answer': 'from diffusers import LMSDiscreteScheduler\n'
+                         'GUIDANCE = 2.0 if sdcourse.is_mini_model(pipe) else 7.5\n'
+                         'pipe.scheduler = LMSDiscreteScheduler.from_config(pipe.scheduler.config)\n'
+                         'def hand_loop(prompt, negative, seed=0, steps=3):\n    return pipe(prompt, height=small, width=small, num_inference_steps=steps, guidance_scale=GUIDANCE,\n                generator=sdcourse.make_generator(seed), output_type="latent").images',
     'ch04-ex-02-answer': 'def guidance_at(i, steps):\n    return 12 - 11 * i / steps',
     'ch05-ex-01-answer': 'def ancestral():\n    return EulerAncestralDiscreteScheduler()',
     'ch05-ex-02-answer': 'def calls_per_picture(name, steps):\n    return steps',
