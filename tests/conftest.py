@@ -1,4 +1,6 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures and helpers shared by the test modules."""
+import time
+
 import pytest
 import torch
 
@@ -11,3 +13,17 @@ def pipe():
     pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+class fast:
+    """Asserts the block took under ``limit`` seconds (a generous bound on answering bad input)."""
+
+    def __init__(self, limit=2.0):
+        self.limit = limit
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        elapsed = time.perf_counter() - self.start
+        assert elapsed < self.limit, f"took {elapsed:.2f} s"

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import sdcourse
+from conftest import fast
 from sdcourse.course_data import draw_picture, load_picture
 from sdcourse.img2img import img2img
 from sdcourse.images import latents_to_pil, show, tensor_to_pil
@@ -22,20 +23,6 @@ from sdcourse.metrics import psnr
 from sdcourse.schedulers import set_scheduler
 from sdcourse.validate import check_guidance, check_size, check_steps
 from sdcourse.video import write_gif, write_mp4
-
-
-class fast:
-    """Asserts the block took under ``limit`` seconds (a generous bound on answering bad input)."""
-
-    def __init__(self, limit=2.0):
-        self.limit = limit
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        elapsed = time.perf_counter() - self.start
-        assert elapsed < self.limit, f"took {elapsed:.2f} s"
 
 
 def lat(pipe, channels=None, dtype=None):

@@ -7,7 +7,6 @@ documented result. No test here runs nbgrader or a real generation except where 
 import io
 import re
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import fast
 from sdcourse import attention as at
 from sdcourse import grading
 from sdcourse import playground as pg
@@ -25,20 +25,6 @@ from sdcourse.shapes import Scene
 from sdcourse.validate import check_list_of
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-class fast:
-    """Asserts the block took under ``limit`` seconds (a generous bound on answering bad input)."""
-
-    def __init__(self, limit=2.0):
-        self.limit = limit
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        elapsed = time.perf_counter() - self.start
-        assert elapsed < self.limit, f"took {elapsed:.2f} s"
 
 
 def png(size=(1, 1)):
