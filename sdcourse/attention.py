@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .images import latents_to_pil
-from .loop import denoise, encode_prompt, initial_latents, prepare_timesteps
+from .loop import _uses_guidance, denoise, encode_prompt, initial_latents, prepare_timesteps
 from .seeds import make_generator
 from .shapes import PALETTE, Scene
 from .validate import (check_bool_mask, check_guidance, check_index, check_instance, check_int, check_list_of,
@@ -279,7 +279,7 @@ def generate_with_maps(pipe, prompts, seed: int = 0, steps: int = 20, guidance: 
     generator = make_generator(seed)
     latents = initial_latents(unet, scheduler, 1, size, size, generator=generator, vae_scale_factor=factor,
                               dtype=embeddings.dtype).repeat(len(prompts), 1, 1, 1)  # same noise for every prompt
-    store = AttentionStore(latents.shape[-2:], len(prompts), guided=guidance > 1, weights=weights,
+    store = AttentionStore(latents.shape[-2:], len(prompts), guided=_uses_guidance(guidance), weights=weights,
                            share_maps=share_maps, share_steps=share_steps, keep_steps=keep_steps)
     with cross_attention(unet, store):
         latents = denoise(unet, scheduler, embeddings, latents, guidance, steps, callback=store.end_step,

@@ -46,7 +46,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .loop import encode_prompt, generate
+from .loop import _uses_guidance, encode_prompt, generate
 from .schedulers import make_scheduler
 from .seeds import make_generator
 from .validate import (check_guidance, check_int, check_number, check_pipeline, check_prompt, check_seed, check_sigma,
@@ -108,7 +108,7 @@ def guided_denoiser(pipe, prompt: str, guidance_scale: float = 7.5, sigma: float
     prompt, guidance_scale, sigma = check_prompt(prompt), check_guidance(guidance_scale), check_sigma(
         sigma, check_pipeline(pipe).scheduler)
     unet = pipe.unet if pipe.unet.dtype == torch.float32 else copy.deepcopy(pipe.unet).float()
-    guided = guidance_scale > 1  # the pipeline's rule: at 1 the empty prompt's half is not needed
+    guided = _uses_guidance(guidance_scale)  # the pipeline's rule: at 1 the empty prompt's half is not needed
     embeddings = encode_prompt(pipe.tokenizer, pipe.text_encoder, [prompt])  # [empty prompt, prompt]
     embeddings = (embeddings if guided else embeddings[1:]).to(unet.device, unet.dtype)
     t = torch.tensor(timestep_of_sigma(pipe.scheduler, sigma), device=unet.device)  # the UNet's clock
