@@ -53,7 +53,8 @@ from .validate import (check_guidance, check_int, check_number, check_pipeline, 
                        check_steps, check_tensor)
 
 __all__ = ["Eigenvalue", "adams_bashforth_coefficients", "clean_latents", "dominant_eigenvalue", "guided_denoiser",
-           "is_stable", "power_iteration", "relative_steps", "stability_limit", "timestep_of_sigma"]
+           "ideal_guided_eigenvalue", "ideal_jacobian", "is_stable", "power_iteration", "relative_steps",
+           "stability_limit", "timestep_of_sigma"]
 
 MAX_ORDER = 6  # Adams-Bashforth orders offered; K-LMS uses up to 4
 MAX_ITERATIONS = 1000
@@ -205,6 +206,55 @@ def dominant_eigenvalue(pipe, prompt: str, guidance_scale: float = 7.5, sigma: f
     x = latents + sigma * noise  # a point at noise level sigma, as K-LMS sees it
     D = guided_denoiser(pipe, prompt, guidance_scale, sigma)
     return power_iteration(D, x, iterations, seed)
+
+
+# --------------------------------------------------------------------------- the ideal denoiser of a finite world
+def ideal_jacobian(points: np.ndarray, x: np.ndarray, sigma: float, log_prior: np.ndarray | None = None) -> np.ndarray:
+    """The Jacobian dD/dx of the best possible denoiser for data made of a finite set of ``points``.
+
+    If the clean latents are one of ``points`` (shape ``(n, d)``, chosen with probabilities
+    ``exp(log_prior)``, uniform by default) and ``x = point + sigma * noise``, the denoiser that
+    makes the smallest squared error is the posterior mean ``D(x) = sum_i w_i(x) p_i`` with
+    ``w_i`` proportional to ``prior_i * exp(-|x - p_i|^2 / (2 sigma^2))``; its Jacobian is the
+    posterior covariance of the clean point divided by ``sigma**2``: symmetric, never negative.
+    A trained UNet can only approximate this function, so its eigenvalues show how stiff the
+    world itself makes the sampling equation. Points with a log prior of ``-inf`` never count
+    (a prompt that rules them out).
+
+    >>> two = np.array([[-1.0], [1.0]])  # two equally likely points, 2 apart
+    >>> float(ideal_jacobian(two, np.zeros(1), sigma=1.0)[0, 0])  # halfway: w = (1/2, 1/2), covariance 1
+    1.0
+    """
+    points, x = np.asarray(points, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    if points.ndim != 2 or x.shape != points.shape[1:]:
+        raise ValueError(f"points must be (n, d) and x (d,); got {points.shape} and {x.shape}")
+    sigma = check_number(sigma, "sigma", 1e-6, example=1.0)
+    log_w = -((points - x) ** 2).sum(1) / (2 * sigma**2)  # the Gaussian likelihood of x for each point
+    if log_prior is not None:
+        log_w = log_w + np.asarray(log_prior, dtype=np.float64)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()  # the posterior over the points
+    centred = points - w @ points
+    return centred.T @ (centred * w[:, None]) / sigma**2  # posterior covariance / sigma^2
+
+
+def ideal_guided_eigenvalue(points: np.ndarray, x: np.ndarray, sigma: float, prompt_log_prior: np.ndarray,
+                            guidance_scale: float = 7.5) -> float:
+    """The most negative eigenvalue of dD/dx for the ideal guided denoiser at ``x``.
+
+    Guidance mixes two ideal denoisers, ``D = D_u + g (D_c - D_u)``: ``D_u`` knows only the data
+    (all ``points``), ``D_c`` also the prompt (``prompt_log_prior`` over the points, ``-inf`` for
+    points the prompt rules out). So ``dD/dx = (1 - g) J_u + g J_c`` (:func:`ideal_jacobian`),
+    negative wherever the data leave open what the prompt settles.
+
+    >>> two = np.array([[-1.0], [1.0]])
+    >>> ideal_guided_eigenvalue(two, np.zeros(1), 1.0, np.array([0.0, -np.inf]), 7.5)  # (1 - 7.5) * 1 + 7.5 * 0
+    -6.5
+    """
+    guidance_scale = check_guidance(guidance_scale)
+    j_u = ideal_jacobian(points, x, sigma)
+    j_c = ideal_jacobian(points, x, sigma, prompt_log_prior)
+    return float(np.linalg.eigvalsh((1 - guidance_scale) * j_u + guidance_scale * j_c)[0])
 
 
 # --------------------------------------------------------------------------- stability of the solvers
