@@ -45,7 +45,7 @@ def main(argv=None):
         train.save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), step=args.from_step)
         train.log(f"seeded {ckpt} from {model_dir.name} at step {args.from_step}", args.out)
     with torch.no_grad():
-        mean, std, measured = train.latent_cache(vae, "cpu")
+        mean, std, measured, _ = train.latent_cache(vae, "cpu")
     train.log(f"scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}", args.out)
     recipe = train.Recipe(unet_steps=args.steps, seed=args.seed)  # the shipped recipe's stage 5, longer
     text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu")

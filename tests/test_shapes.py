@@ -34,6 +34,32 @@ def test_render_is_flat_palette_and_deterministic():
     assert colours == {shapes.PALETTE["red"], shapes.PALETTE["white"]}
 
 
+def test_a_look_is_seeded_and_within_its_limits():
+    a = [shapes.random_look(random.Random(5)) for _ in range(2)]
+    assert a[0] == a[1] != shapes.random_look(random.Random(6))
+    lim = shapes.LOOK_LIMITS
+    for look in (shapes.random_look(random.Random(i)) for i in range(200)):
+        assert abs(look.dx) <= lim["offset"] and abs(look.dy) <= lim["offset"]
+        assert abs(look.scale - 1) <= lim["scale"] and 0 <= look.shade <= lim["shade"]
+        assert max(map(abs, look.tint + look.background_tint)) <= lim["tint"]
+    neutral = shapes.random_look(random.Random(1), strength=0)
+    assert (neutral.dx, neutral.dy, neutral.scale, neutral.shade, neutral.tint) == (0, 0, 1, 0, (0, 0, 0))
+    with pytest.raises(ValueError, match="strength"):
+        shapes.random_look(random.Random(0), strength=2)
+
+
+def test_a_varied_render_varies_where_the_caption_is_silent():
+    s = shapes.Scene("square", "red", "blue", "center", "large")
+    flat = np.asarray(shapes.render(s)).astype(int)
+    moved = np.asarray(shapes.render(s, look=shapes.Look(dx=0.05))).astype(int)
+    shaded = np.asarray(shapes.render(s, look=shapes.Look(shade=0.1, angle=0.0))).astype(int)
+    assert (np.asarray(shapes.render(s, look=shapes.Look())) == flat).mean() > 0.95  # only the edges smoothed
+    red_x = lambda a: np.nonzero((a[..., 0] > 150) & (a[..., 2] < 100))[1].mean()
+    assert red_x(moved) - red_x(flat) == pytest.approx(0.05 * 64, abs=0.5)  # moved 3.2 pixels right
+    assert shaded[32, 60, 2] > flat[32, 60, 2] > shaded[32, 3, 2]  # lighter right, darker left (angle 0)
+    assert len({tuple(c) for c in shaded.reshape(-1, 3)}) > 20  # no longer two flat colours
+
+
 def test_dataset_is_seeded():
     a = [c for _, c, _ in shapes.dataset(5, seed=3)]
     b = [c for _, c, _ in shapes.dataset(5, seed=3)]

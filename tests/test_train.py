@@ -126,3 +126,58 @@ def test_polish_decoder_trains_on_given_latents(tmp_path):
     assert torch.load(tmp_path / "decoder_polish.pt", map_location="cpu")["step"] == 2
     assert any(not torch.equal(a, b) for a, b in zip(decoder_before, vae.decoder.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(encoder_before, vae.encoder.parameters()))  # the encoder stays
+
+
+def test_a_varied_world_pool_has_looks_per_scene_pictures_of_each_scene():
+    """--looks-per-scene: the UNet's pool holds that many seeded, different pictures of every scene."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**arch.VAE_CONFIG).eval()
+    recipe = train.Recipe(looks_per_scene=2, polish_steps=0)
+    mean, std, scaling, scene_of = train.latent_cache(vae, "cpu", recipe)
+    n = len(shapes.all_scenes())
+    assert len(mean) == len(std) == 2 * n and scene_of.tolist()[:4] == [0, 0, 1, 1]
+    assert not torch.allclose(mean[0], mean[1])  # two looks of one scene: two different pictures
+    again = train.latent_cache(vae, "cpu", recipe)
+    assert torch.equal(again[0], mean) and again[2] == scaling  # seeded
+    flat_mean, _, _, flat_scene_of = train.latent_cache(vae, "cpu")
+    assert len(flat_mean) == n and torch.equal(flat_scene_of, torch.arange(n))
+
+
+def test_unet_trains_on_a_varied_pool_with_each_entrys_caption(tmp_path, monkeypatch):
+    """Stage 5 on a pool of several pictures per scene: it draws pool entries of training scenes only, and
+    captions each with its own scene."""
+    seen = []
+    real = shapes.random_caption
+    monkeypatch.setattr(shapes, "random_caption", lambda scene, rng, p: seen.append(scene) or real(scene, rng, p))
+    n = len(shapes.all_scenes())
+    scene_of = torch.arange(n).repeat_interleave(2)
+    mean, std = torch.randn(2 * n, 4, 8, 8), torch.full((2 * n, 4, 8, 8), 0.01)
+    recipe = train.Recipe(looks_per_scene=2, polish_steps=0, unet_steps=2, unet_batch=8, caption_dropout=0.0)
+    train.train_unet(tmp_path, recipe, mean, std, 1.0, "cpu", scene_of)
+    held = set(shapes.split_scenes()[1])
+    assert len(seen) == 16 and not held & set(seen)
+    assert torch.load(tmp_path / "unet.pt", map_location="cpu")["step"] == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(looks_per_scene=4), "--polish-steps 0"),
+    (dict(looks_per_scene=-1), "looks_per_scene"),
+    (dict(look_strength=1.5), "look_strength"),
+])
+def test_bad_world_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train.Recipe(**kwargs)
+
+
+def test_the_vae_stages_see_varied_pictures_in_a_varied_world():
+    import random
+
+    scenes = shapes.all_scenes()
+    flat = train.world_batch(random.Random(0), scenes, 4, train.Recipe())
+    varied = train.world_batch(random.Random(0), scenes, 4, train.Recipe(looks_per_scene=1, polish_steps=0))
+    assert flat.shape == varied.shape == (4, 3, 64, 64)
+    assert torch.equal(flat, train.scenes_tensor(random.Random(0).choices(scenes, k=4)))  # as before
+    colours = lambda x: torch.unique(x[0].reshape(3, -1), dim=1).shape[1]  # distinct RGB triples
+    assert colours(flat) == 2 and colours(varied) > 20

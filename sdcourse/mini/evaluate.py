@@ -5,7 +5,8 @@ The checker reads a picture the way the caption grammar describes it:
 * **background**: the palette colour nearest to the median of the picture's outer frame;
 * **colour**: the most common palette colour among the pixels that are not background;
 * **position**: the centroid of those pixels, matched to the nearest of the five positions;
-* **size**: the height of their bounding box (small shapes are 22% of the picture, large 40%);
+* **size**: the height of their bounding box (small shapes are 22% of the picture, large 40%, each give or
+  take 20% in the varied world; the threshold is halfway between the extremes, 29%);
 * **shape**: how much of the bounding box they fill, and how the width grows downwards
   (a square fills ~100%, a circle ~79%, an upright triangle ~50% and is narrow at the top);
 * **palette purity**: the share of pixels within a small distance of some palette colour
@@ -46,6 +47,10 @@ TARGETS = {  # the mini model's targets, at guidance 7.5
     "palette_purity": 0.90,
 }
 STRETCH = {"position": 0.70, "size": 0.80, "short_prompt": 0.80}
+# Box heights (fractions of the picture) halfway between the largest small shape and the smallest large one
+# that the varied world draws (sizes vary by LOOK_LIMITS["scale"]); flat renders are 0.22 and 0.40.
+_SCALE = shapes.LOOK_LIMITS["scale"]
+SIZE_THRESHOLD = (2 * shapes.HALF_EXTENT["small"] * (1 + _SCALE) + 2 * shapes.HALF_EXTENT["large"] * (1 - _SCALE)) / 2
 
 
 @dataclass
@@ -105,7 +110,7 @@ def read_picture(image) -> Reading:
     top, bottom = np.percentile(ys, [1, 99])
     left, right = np.percentile(xs, [1, 99])
     box_h, box_w = bottom - top + 1, right - left + 1
-    size = "large" if box_h / h > (shapes.HALF_EXTENT["small"] + shapes.HALF_EXTENT["large"]) else "small"
+    size = "large" if box_h / h > SIZE_THRESHOLD else "small"
     inside = mask[int(round(top)) : int(round(bottom)) + 1, int(round(left)) : int(round(right)) + 1]
     fill = inside.mean() if inside.size else 0.0
     rows = inside.mean(axis=1) if inside.size else np.zeros(1)

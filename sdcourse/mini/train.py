@@ -13,8 +13,9 @@ The stages (each saves checkpoints in ``--out`` and resumes from them when rerun
 1. **VAE**: an AutoencoderKL learns to squeeze 3 x 64 x 64 pictures into 4 x 8 x 8 latents
    (MSE + 0.5 L1 + a tiny KL term).
 2. **Decoder**: the encoder is frozen and the decoder alone is fine-tuned (sharper edges).
-3. **Latent cache and scaling factor**: the posterior mean and std of all 1,680 scenes, computed once; the
-   scaling factor is *measured* as 1 / std of those latents, so scaled latents have unit variance.
+3. **Latent cache and scaling factor**: the posterior mean and std of all 1,680 scenes (in a varied world,
+   ``looks_per_scene`` pictures of each), computed once; the scaling factor is *measured* as 1 / std of those
+   latents, so scaled latents have unit variance.
 4. **Robust decoder**: the decoder is fine-tuned again on latents with Gaussian noise added
    (up to 0.3 in scaled units), so that the UNet's slightly-off latents still decode to flat
    colours and sharp corners. The encoder, and so the UNet's training data, do not change.
@@ -31,6 +32,12 @@ The stages (each saves checkpoints in ``--out`` and resumes from them when rerun
    render (half of each batch; the other half as in stage 4).
 
 The export folds the measured scaling factor into the VAE, so the folder says SD's 0.18215.
+
+**The world.** By default every stage sees flat renders (``shapes.render`` without a look), the world of the
+shipped model. ``--looks-per-scene 16 --polish-steps 0`` trains on the varied world instead: each picture with
+a random ``shapes.Look`` (position, size, tint, light and smooth edges left open by the caption). Guided
+sampling in the flat world is stiff at guidance 7.5 (the model card's "Stiffness" section); the varied world is
+much less so.
 """
 from __future__ import annotations
 
@@ -67,6 +74,10 @@ class Recipe:
     """
 
     seed: int = setting(0, "the seed that every stage's random numbers come from (see stage_seed)")
+    # the world: flat renders, or varied ones (shapes.Look) that leave open what the caption does not name
+    looks_per_scene: int = setting(0, "varied pictures per scene in the UNet's latents (0: one flat render each); "
+                                      "the VAE stages then draw a fresh random look for every picture")
+    look_strength: float = setting(1.0, "how far the looks vary, 0-1 (scales shapes.LOOK_LIMITS)")
     # stage 1: VAE
     vae_steps: int = setting(1500, "stage 1: VAE training steps")
     vae_batch: int = setting(16, "pictures per batch in every VAE and decoder stage")
@@ -105,6 +116,14 @@ class Recipe:
     grad_clip: float = setting(1.0, "gradient norm clip, every stage")
     lr_floor: float = setting(0.1, "the cosine ends at this fraction of the peak learning rate, every stage")
 
+    def __post_init__(self):
+        if self.looks_per_scene < 0 or not 0 <= self.look_strength <= 1:
+            raise ValueError(f"looks_per_scene must be 0 or more and look_strength 0-1; got {self.looks_per_scene} "
+                             f"and {self.look_strength}")
+        if self.looks_per_scene and self.polish_steps:
+            raise ValueError("the decoder polish (stage 6) trains towards each caption's flat render, which a varied "
+                             "world does not have: with --looks-per-scene, pass --polish-steps 0")
+
     def stage_seed(self, stage: str) -> int:
         """The seed of one stage's random numbers. Each stage has its own, so that what it draws does not
         depend on the stages before it having run in the same process. A stage resumed from a checkpoint
@@ -118,6 +137,7 @@ class Recipe:
             "polish_captions": self.seed + 11,  # which training captions the UNet draws
             "polish_pictures": self.seed * 100_000,  # + the picture's number: its starting noise
             "decoder_polish": self.seed + 13,
+            "looks": self.seed + 17,  # the looks of the UNet's latent pool
         }[stage]
 
 
@@ -135,10 +155,19 @@ def log(msg: str, out: Path | None = None):
             f.write(line + "\n")
 
 
-def scenes_tensor(scenes, resolution=arch.RESOLUTION) -> torch.Tensor:
-    """Render scenes to a float tensor in [-1, 1], shape (N, 3, H, W)."""
-    pictures = np.stack([np.asarray(shapes.render(s, resolution)) for s in scenes])
+def scenes_tensor(scenes, resolution=arch.RESOLUTION, looks=None) -> torch.Tensor:
+    """Render scenes (each with its look from ``looks``, or flat) to a float tensor in [-1, 1], shape (N, 3, H, W)."""
+    looks = looks or [None] * len(scenes)
+    pictures = np.stack([np.asarray(shapes.render(s, resolution, look)) for s, look in zip(scenes, looks)])
     return torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def world_batch(rng: random.Random, scenes: list, k: int, r: Recipe) -> torch.Tensor:
+    """``k`` random pictures of the training world for the VAE stages: flat renders of random scenes, or, in a
+    varied world (``r.looks_per_scene`` > 0), each with a fresh random look."""
+    picks = rng.choices(scenes, k=k)
+    looks = [shapes.random_look(rng, r.look_strength) for _ in picks] if r.looks_per_scene else None
+    return scenes_tensor(picks, looks=looks)
 
 
 def training_scene_indices() -> list[int]:
@@ -279,7 +308,7 @@ def train_vae(out: Path, r: Recipe, device: str):
     all_scenes = shapes.all_scenes()
 
     def reconstruction_loss(rng):
-        x = scenes_tensor(rng.choices(all_scenes, k=r.vae_batch)).to(device)
+        x = world_batch(rng, all_scenes, r.vae_batch, r).to(device)
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample()).sample
         kl = posterior.kl().mean() / x[0].numel()
@@ -304,7 +333,7 @@ def train_decoder(out: Path, vae, r: Recipe, device: str, robust: bool = False, 
     noise = r.latent_noise if robust else 0.0
 
     def noisy_latents_loss(rng):
-        x = scenes_tensor(rng.choices(all_scenes, k=r.vae_batch)).to(device)
+        x = world_batch(rng, all_scenes, r.vae_batch, r).to(device)
         return decoder_loss(vae, encode_with_noise(vae, x, noise, scaling), x, r)
 
     name, steps, lr = ("decoder_robust", r.robust_decoder_steps, r.robust_decoder_lr) if robust else (
@@ -315,16 +344,26 @@ def train_decoder(out: Path, vae, r: Recipe, device: str, robust: bool = False, 
 
 # ---------------------------------------------------------------- stage 3: latents and scaling factor
 @torch.no_grad()
-def latent_cache(vae, device: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Stage 3: the posterior mean and std of every scene, and the measured scaling factor 1 / std of the means."""
+def latent_cache(vae, device: str, r: Recipe | None = None) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """Stage 3: the UNet's pool of latents. Returns (posterior means, posterior stds, the measured scaling
+    factor 1 / std of the means, the scene of each pool entry as an index into ``shapes.all_scenes()``).
+
+    In the flat world the pool is one render per scene, in scene order; in a varied world
+    (``r.looks_per_scene`` > 0) it is that many pictures per scene, each with a seeded random look."""
     all_scenes = shapes.all_scenes()
+    per_scene = r.looks_per_scene if r is not None else 0
+    scene_of = torch.arange(len(all_scenes)).repeat_interleave(max(1, per_scene))
+    rng = random.Random(r.stage_seed("looks") if r is not None else 0)
+    looks = [shapes.random_look(rng, r.look_strength) for _ in scene_of] if per_scene else None
     means, stds = [], []
-    for i in range(0, len(all_scenes), 128):
-        dist = vae.encode(scenes_tensor(all_scenes[i : i + 128]).to(device)).latent_dist
+    for i in range(0, len(scene_of), 128):
+        chunk = [all_scenes[j] for j in scene_of[i : i + 128].tolist()]
+        x = scenes_tensor(chunk, looks=looks[i : i + 128] if looks else None).to(device)
+        dist = vae.encode(x).latent_dist
         means.append(dist.mean), stds.append(dist.std)
     mean, std = torch.cat(means), torch.cat(stds)
     scaling = 1.0 / mean.std().item()
-    return mean, std, scaling
+    return mean, std, scaling, scene_of
 
 
 # ---------------------------------------------------------------- stage 5: text encoder + UNet
@@ -343,10 +382,12 @@ class CaptionIds:
         return torch.stack([self.cache[c] for c in captions])
 
 
-def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scaling: float, device: str):
+def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scaling: float, device: str,
+               scene_of: torch.Tensor | None = None):
     """Stage 5: train a CLIPTextModel and a UNet2DConditionModel together on SD's denoising loss.
 
-    Each step takes ``unet_batch`` training scenes, samples their latents from the cached posterior
+    Each step takes ``unet_batch`` entries of the latent pool whose scenes are training scenes (``scene_of``:
+    each entry's scene, one entry per scene by default), samples their latents from the cached posterior
     (``mean``, ``std``; times the measured ``scaling``), noises them at random timesteps of SD's schedule and
     asks the UNet for the noise (epsilon prediction), conditioned on the scene's caption with parts left out,
     or on the empty caption (``caption_dropout``). The noise has a per-channel offset (``offset_noise``); each
@@ -379,7 +420,10 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
         weight = torch.clamp(snr, max=r.snr_gamma) / snr  # min-SNR weighting for epsilon prediction
         tok = CaptionIds(load_tokenizer())
         all_scenes = shapes.all_scenes()
-        train_idx = training_scene_indices()
+        scene_of = torch.arange(len(all_scenes)) if scene_of is None else scene_of
+        training = set(training_scene_indices())
+        train_idx = [i for i, scene in enumerate(scene_of.tolist()) if scene in training]  # pool entries
+        scene_of = scene_of.tolist()
         rng = random.Random(r.stage_seed("unet") + start)
         gen = torch.Generator(device="cpu").manual_seed(r.stage_seed("unet") + start)
         mean, std = mean.to(device), std.to(device)
@@ -389,7 +433,7 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
             # a batch: scenes, their captions (some empty, some shortened), latents, noise, timesteps
             idx = rng.choices(train_idx, k=r.unet_batch)
             caps = ["" if rng.random() < r.caption_dropout
-                    else shapes.random_caption(all_scenes[i], rng, r.caption_part_dropout) for i in idx]
+                    else shapes.random_caption(all_scenes[scene_of[i]], rng, r.caption_part_dropout) for i in idx]
             ids = tok(caps).to(device)
             idx_t = torch.tensor(idx, device=device)
             eps_post = torch.randn(mean[idx_t].shape, generator=gen).to(device)
@@ -614,15 +658,15 @@ def main(argv=None):
     stage_done("vae")
     vae = train_decoder(out, vae, r, device)
     stage_done("decoder")
-    mean, std, scaling = latent_cache(vae, device)
-    log(f"latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", out)
+    mean, std, scaling, scene_of = latent_cache(vae, device, r)
+    log(f"{len(mean)} latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", out)
     stage_done("latent_cache")
     if r.robust_decoder_steps:
         vae = train_decoder(out, vae, r, device, robust=True, scaling=scaling)
         stage_done("decoder_robust")
     if args.decoder_only:
         return
-    text_encoder, unet = train_unet(out, r, mean, std, scaling, device)
+    text_encoder, unet = train_unet(out, r, mean, std, scaling, device, scene_of)
     stage_done("unet")
     if r.polish_steps:
         latents, scene_index = generated_latents(out, vae, text_encoder, unet, r, scaling, device)
