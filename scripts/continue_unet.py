@@ -10,8 +10,19 @@ shipped (the latents are recomputed from its encoder), and the result is exporte
 
 The shipped 18,000-step weights were made by this command from the 12,000-step weights of commit 9ac335f.
 Rerunning it resumes from ``--out``'s checkpoint (saved every 500 steps).
+
+``--looks-per-scene 16`` goes on in the varied world instead (``shapes.Look``; the UNet's latents are 16
+pictures of every scene, each with a random look, encoded by the shipped VAE): the measured try of the model
+card's "Stiffness" section, which makes guided sampling at 7.5 much less stiff::
+
+    python scripts/continue_unet.py --out runs/varied --from-step 18000 --steps 28000 --looks-per-scene 16
+
+The exported folder gets a ``train_info.json``: the recipe, the starting step, the machine and the minutes.
 """
 import argparse
+import platform
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,6 +35,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, required=True, help="train until this step (the cosine schedule's length)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--looks-per-scene", type=int, default=0, help="0: the flat world; N: N varied pictures per scene")
+    ap.add_argument("--look-strength", type=float, default=1.0, help="how far the looks vary, 0-1")
     args = ap.parse_args(argv)
     if args.steps <= args.from_step:
         ap.error(f"--steps ({args.steps}) must be larger than --from-step ({args.from_step})")
@@ -44,12 +57,21 @@ def main(argv=None):
         # weights and step only: train_unet starts a fresh optimizer and an EMA at these weights
         train.save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), step=args.from_step)
         train.log(f"seeded {ckpt} from {model_dir.name} at step {args.from_step}", args.out)
+    # the shipped recipe's stage 5, longer (in the varied world there is no decoder polish to follow)
+    recipe = train.Recipe(unet_steps=args.steps, seed=args.seed, looks_per_scene=args.looks_per_scene,
+                          look_strength=args.look_strength,
+                          polish_steps=0 if args.looks_per_scene else train.Recipe().polish_steps)
+    t0 = time.time()
     with torch.no_grad():
-        mean, std, measured, _ = train.latent_cache(vae, "cpu")
-    train.log(f"scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}", args.out)
-    recipe = train.Recipe(unet_steps=args.steps, seed=args.seed)  # the shipped recipe's stage 5, longer
-    text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu")
-    train.export(args.out / "model", vae, text_encoder, unet, scaling)
+        mean, std, measured, scene_of = train.latent_cache(vae, "cpu", recipe)
+    train.log(f"{len(mean)} latents; scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}", args.out)
+    text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu", scene_of)
+    record = {"record": f"scripts/continue_unet.py: stage 5 of this recipe, from the weights of {model_dir.name} "
+                        f"(trained {args.from_step} steps) to step {args.steps}; the VAE as it was.",
+              **asdict(recipe), "from_step": args.from_step, "threads": torch.get_num_threads(),
+              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "minutes_this_run": round((time.time() - t0) / 60, 1)}
+    train.export(args.out / "model", vae, text_encoder, unet, scaling, record)
     train.log(f"exported to {args.out / 'model'}", args.out)
 
 
