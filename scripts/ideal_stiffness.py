@@ -21,13 +21,12 @@ import torch
 
 def scene_latents(vae, scenes, resolution: int) -> np.ndarray:
     """The scaled posterior-mean latents of ``scenes``' renders, flattened: (n, 4 * h * w), float64."""
-    from sdcourse import shapes
+    from sdcourse.mini.train import scenes_tensor
 
     out = []
     with torch.no_grad():
         for i in range(0, len(scenes), 256):
-            pics = np.stack([np.asarray(shapes.render(s, resolution)) for s in scenes[i : i + 256]])
-            x = torch.from_numpy(pics).permute(0, 3, 1, 2).float() / 127.5 - 1
+            x = scenes_tensor(scenes[i : i + 256], resolution)
             out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
     return torch.cat(out).flatten(1).double().numpy()
 

@@ -1,5 +1,7 @@
 """Fixtures and helpers shared by the test modules."""
+import importlib.util
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,18 @@ def pipe():
     pipe = sdcourse.load_pipeline("mini", device="cpu", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path: str):
+    """A script of the repository (``"scripts/make_data.py"``), imported as a module without running its main."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class fast:

@@ -1,19 +1,15 @@
 """The benchmark scripts (benchmarks/*.py): full-size configs, FLOP counting, and the CPU-runnable paths."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+import conftest
+
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return conftest.load_script(f"benchmarks/{name}.py")
 
 
 @pytest.fixture(scope="module")

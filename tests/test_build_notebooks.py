@@ -1,16 +1,13 @@
 """scripts/build_notebooks.py: strips volatile metadata, turns progress widgets into text, refuses leaks."""
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "scripts" / "build_notebooks.py")
-build = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(build)
+from conftest import load_script
+
+build = load_script("scripts/build_notebooks.py")
 
 BAR_STATES = {
     "box": {"state": {"children": ["IPY_MODEL_left", "IPY_MODEL_bar", "IPY_MODEL_right"]}},

@@ -1,20 +1,15 @@
 """sdcourse.course_data and scripts/make_data.py: the course's own pictures and masks."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import conftest
 from sdcourse.course_data import PICTURES, SAVED_SIZES, data_file, draw_picture, load_picture
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("make_data", ROOT / "scripts" / "make_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return conftest.load_script("scripts/make_data.py")
 
 
 def test_saved_files_match_the_drawings(capsys):

@@ -230,14 +230,9 @@ def test_the_flat_world_is_stiff_for_the_ideal_denoiser_too(capsys):
     """scripts/ideal_stiffness.py on the shipped VAE's latents of the 1,680 flat scenes: at guidance 7.5 and
     sigma 1 the ideal guided denoiser is about as stiff as the trained UNet (the model card measures -5.8),
     at guidance 2 far less; so the stiffness comes from the world, not from training."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "ideal_stiffness.py"
-    spec = importlib.util.spec_from_file_location("ideal_stiffness", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    table = script.main(["--guidance", "2", "7.5", "--sigma", "1", "-n", "32"])
+    table = load_script("scripts/ideal_stiffness.py").main(["--guidance", "2", "7.5", "--sigma", "1", "-n", "32"])
     full_75, full_2 = table[False, 7.5, 1.0][1], table[False, 2.0, 1.0][1]  # medians
     assert -8.0 < full_75 < -4.0 and -1.5 < full_2 < -0.5
     assert "full captions" in capsys.readouterr().out

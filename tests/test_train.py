@@ -186,14 +186,9 @@ def test_the_vae_stages_see_varied_pictures_in_a_varied_world():
 def test_continue_unet_goes_on_from_the_shipped_weights_and_writes_its_record(tmp_path):
     """scripts/continue_unet.py: two more steps of stage 5 from the shipped weights; the exported folder loads
     and its train_info.json says what was run, from which step."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "continue_unet.py"
-    spec = importlib.util.spec_from_file_location("continue_unet", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(["--out", str(tmp_path), "--from-step", "18000", "--steps", "18002"])
+    load_script("scripts/continue_unet.py").main(["--out", str(tmp_path), "--from-step", "18000", "--steps", "18002"])
     record = json.loads((tmp_path / "model" / "train_info.json").read_text())
     assert (record["from_step"], record["unet_steps"], record["looks_per_scene"]) == (18000, 18002, 0)
     assert torch.load(tmp_path / "unet.pt", map_location="cpu")["step"] == 18002
