@@ -165,10 +165,58 @@ def test_unet_trains_on_a_varied_pool_with_each_entrys_caption(tmp_path, monkeyp
     (dict(looks_per_scene=4), "--polish-steps 0"),
     (dict(looks_per_scene=-1), "looks_per_scene"),
     (dict(look_strength=1.5), "look_strength"),
+    (dict(smooth_weight=10.0), "smoothness penalty"),
+    (dict(smooth_steps=100), "smoothness penalty"),
+    (dict(smooth_weight=10.0, smooth_steps=20000), "smoothness penalty"),
+    (dict(smooth_weight=-1.0, smooth_steps=100), "smoothness penalty"),
 ])
 def test_bad_world_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         train.Recipe(**kwargs)
+
+
+class ScalingUNet(torch.nn.Module):
+    """A stand-in UNet whose noise prediction is x times a number read off the text embedding (its first
+    entry), so that the guidance direction Delta(x) = (s_caption - s_empty) x has a known Jacobian."""
+
+    def forward(self, x, t, emb):
+        from types import SimpleNamespace
+        return SimpleNamespace(sample=x * emb[:, 0, 0].view(-1, 1, 1, 1))
+
+
+def test_the_smoothness_penalty_is_the_guidance_directions_jacobian_in_sigma_units():
+    n, k = 6, 3
+    xt, t = torch.randn(n, 4, 8, 8), torch.tensor([10, 500, 999, 0, 300, 700])
+    emb = torch.zeros(n, 77, 8)
+    emb[:, 0, 0] = torch.tensor([2.0, -1.0, 0.5, 3.0, 1.0, 0.0])  # s_caption per latent
+    uncond = torch.zeros(1, 77, 8)
+    uncond[0, 0, 0] = 0.25  # s_empty
+    ab = torch.linspace(0.999, 0.005, 1000)
+    keep, v = torch.tensor([0, 2, 4]), torch.randn(k, 4, 8, 8)
+    pred, penalty = train.denoise_and_smoothness(ScalingUNet(), xt, t, emb, uncond, keep, v, 0.05, ab)
+    assert torch.allclose(pred, ScalingUNet()(xt, t, emb).sample)  # the plain prediction for the whole batch
+    slope = emb[keep, 0, 0] - 0.25  # dDelta/dx = slope x identity, so |dDelta/dx v|^2 = slope^2 |v|^2
+    expected = ((1 - ab[t[keep]]) * slope**2 * v.square().mean(dim=(1, 2, 3))).mean()
+    assert torch.allclose(penalty, expected, rtol=1e-4)
+    same = torch.zeros(n, 77, 8)
+    same[:, 0, 0] = 0.25  # the caption reacts to x exactly as the empty prompt does: no penalty
+    assert train.denoise_and_smoothness(ScalingUNet(), xt, t, same, uncond, keep, v, 0.05, ab)[1] == 0
+    pred, penalty = train.denoise_and_smoothness(ScalingUNet(), xt, t, emb, uncond, torch.tensor([], dtype=torch.long),
+                                                 v[:0], 0.05, ab)
+    assert penalty == 0 and pred.shape == xt.shape
+
+
+def test_the_penalty_runs_in_the_last_smooth_steps_only(tmp_path, monkeypatch):
+    calls = []
+    real = train.denoise_and_smoothness
+    monkeypatch.setattr(train, "denoise_and_smoothness", lambda *a: calls.append(len(a[5])) or real(*a))
+    n = len(shapes.all_scenes())
+    mean, std = torch.randn(n, 4, 8, 8), torch.full((n, 4, 8, 8), 0.01)
+    recipe = train.Recipe(unet_steps=3, unet_batch=8, caption_dropout=0.0, smooth_weight=10.0, smooth_steps=2,
+                          smooth_batch=5)
+    train.train_unet(tmp_path, recipe, mean, std, 1.0, "cpu")
+    assert calls == [5, 5]  # steps 2 and 3, five captioned latents each
+    assert "smoothness" in (tmp_path / "train.log").read_text()
 
 
 def test_the_vae_stages_see_varied_pictures_in_a_varied_world():

@@ -25,7 +25,10 @@ The stages (each saves checkpoints in ``--out`` and resumes from them when rerun
    * captions with parts left out (size, position, background) so short prompts work,
    * offset noise (0.1 x a per-sample, per-channel constant) so the flat background
      colour can be learnt despite the signal SD's schedule leaves at t = 999,
-   * min-SNR-5 loss weighting and an EMA of the weights, which is what is exported.
+   * min-SNR-5 loss weighting and an EMA of the weights, which is what is exported,
+   * optionally, in the last ``smooth_steps`` steps, a guidance-smoothness penalty
+     (:func:`denoise_and_smoothness`, ``--smooth-weight``): it keeps the caption from changing how the
+     prediction reacts to the latents, which is what makes guided sampling stiff at guidance 7.5.
 6. **Decoder polish**: the trained UNet draws 2,048 pictures from *training* captions (DDIM, 20 steps,
    guidance 1, 3, 5 and 7.5 in turn); those whose colour, background, position and size already match
    the caption are kept, and the decoder is fine-tuned to turn those latents into the caption's clean
@@ -105,6 +108,11 @@ class Recipe:
     offset_noise: float = setting(0.1, "stage 5: std of a per-picture, per-channel constant added to the noise")
     snr_gamma: float = setting(5.0, "stage 5: min-SNR loss weighting, min(SNR, gamma) / SNR")
     ema_decay: float = setting(0.999, "stage 5: decay of the weights' EMA (the EMA is exported)")
+    smooth_weight: float = setting(0.0, "stage 5: weight of the guidance-smoothness penalty (0: none; see "
+                                        "guidance_smoothness), which keeps K-LMS and PNDM stable at guidance 7.5")
+    smooth_steps: int = setting(0, "stage 5: the penalty is on for the last this many steps")
+    smooth_batch: int = setting(16, "stage 5: captioned latents per batch that the penalty looks at")
+    smooth_delta: float = setting(0.05, "stage 5: the penalty's finite-difference step, in noisy-latent units")
     # stage 6: decoder polish
     polish_steps: int = setting(2000, "stage 6: decoder fine-tuning on the UNet's own latents (0: skip)")
     polish_samples: int = setting(2048, "stage 6: pictures the UNet draws for it (training captions only)")
@@ -120,6 +128,12 @@ class Recipe:
         if self.looks_per_scene < 0 or not 0 <= self.look_strength <= 1:
             raise ValueError(f"looks_per_scene must be 0 or more and look_strength 0-1; got {self.looks_per_scene} "
                              f"and {self.look_strength}")
+        if self.smooth_weight < 0 or not 0 <= self.smooth_steps <= self.unet_steps or (self.smooth_weight > 0) != (
+                self.smooth_steps > 0) or self.smooth_batch < 1 or self.smooth_delta <= 0:
+            raise ValueError(f"the guidance-smoothness penalty needs a weight above 0 together with 1 to unet_steps "
+                             f"({self.unet_steps}) steps, or neither; a batch of 1 or more and a delta above 0; got "
+                             f"weight {self.smooth_weight}, steps {self.smooth_steps}, batch {self.smooth_batch}, "
+                             f"delta {self.smooth_delta}")
         if self.looks_per_scene and self.polish_steps:
             raise ValueError("the decoder polish (stage 6) trains towards each caption's flat render, which a varied "
                              "world does not have: with --looks-per-scene, pass --polish-steps 0")
@@ -382,6 +396,34 @@ class CaptionIds:
         return torch.stack([self.cache[c] for c in captions])
 
 
+def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alphas_cumprod):
+    """The UNet's noise prediction for the batch ``xt`` (timesteps ``t``, text embeddings ``emb``), and the
+    guidance-smoothness penalty of the latents ``keep`` (indices of captioned ones), in one UNet call.
+
+    Classifier-free guidance steps along the guidance direction Delta(x) = eps(x, caption) - eps(x, "").
+    The guided denoiser's Jacobian is J_u + g (J_c - J_u): where the caption makes the prediction react to x
+    differently from the empty prompt, guidance multiplies the difference by g, and multistep samplers
+    (K-LMS, PNDM) overshoot. The penalty is a finite-difference estimate of ||sigma dDelta/dx||^2 per number,
+    with a random standard-normal direction ``v`` per latent and a step ``delta`` in noisy-latent units:
+    mean over ``keep`` of (1 - alpha_bar_t) x mean((Delta(x + delta v) - Delta(x)) / delta)^2 (the factor
+    turns a derivative by the noisy latents into one by sigma-scaled latents). ``uncond`` is the empty
+    prompt's embedding, (1, tokens, width). Returns (prediction for all of ``xt``, penalty); with an empty
+    ``keep`` the penalty is 0 and the call is a plain UNet call."""
+    if len(keep) == 0:
+        return unet(xt, t, emb).sample, xt.new_zeros(())
+    k = len(keep)
+    xk, tk = xt[keep], t[keep]
+    moved = xk + delta * v
+    empty = uncond.expand(k, -1, -1)
+    out = unet(torch.cat([xt, xk, moved, moved]), torch.cat([t, tk, tk, tk]),
+               torch.cat([emb, empty, emb[keep], empty])).sample
+    n = len(xt)
+    pred, u_here, c_moved, u_moved = out[:n], out[n : n + k], out[n + k : n + 2 * k], out[n + 2 * k :]
+    change = ((c_moved - u_moved) - (pred[keep] - u_here)) / delta
+    penalty = (change.square().mean(dim=(1, 2, 3)) * (1 - alphas_cumprod[tk])).mean()
+    return pred, penalty
+
+
 def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scaling: float, device: str,
                scene_of: torch.Tensor | None = None):
     """Stage 5: train a CLIPTextModel and a UNet2DConditionModel together on SD's denoising loss.
@@ -427,7 +469,7 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
         rng = random.Random(r.stage_seed("unet") + start)
         gen = torch.Generator(device="cpu").manual_seed(r.stage_seed("unet") + start)
         mean, std = mean.to(device), std.to(device)
-        t0, ema_loss = time.time(), None
+        t0, ema_loss, ema_penalty = time.time(), None, None
         for step in range(start, r.unet_steps):
             set_lr(opt, lr_at(step, r.unet_steps, r.unet_lr, r.unet_warmup, r.lr_floor))
             # a batch: scenes, their captions (some empty, some shortened), latents, noise, timesteps
@@ -443,18 +485,31 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
             t = torch.randint(0, sched.config.num_train_timesteps, (r.unet_batch,), generator=gen).to(device)
             xt = sched.add_noise(x0, noise, t)
             # the UNet predicts the noise; each picture's squared error is weighted by min-SNR
-            pred = unet(xt, t, text_encoder(ids).last_hidden_state).sample
-            loss = ((pred - noise).square().mean(dim=(1, 2, 3)) * weight[t]).mean()
+            emb = text_encoder(ids).last_hidden_state
+            if step >= r.unet_steps - r.smooth_steps:  # the last smooth_steps steps: with the penalty
+                keep = torch.tensor([j for j, c in enumerate(caps) if c][: r.smooth_batch], dtype=torch.long)
+                v = torch.randn((len(keep),) + tuple(x0.shape[1:]), generator=gen).to(device)
+                uncond = text_encoder(tok([""]).to(device)).last_hidden_state
+                pred, penalty = denoise_and_smoothness(unet, xt, t, emb, uncond, keep.to(device), v,
+                                                       r.smooth_delta, ab)
+            else:
+                pred, penalty = unet(xt, t, emb).sample, None
+            denoising = ((pred - noise).square().mean(dim=(1, 2, 3)) * weight[t]).mean()
+            loss = denoising
+            if penalty is not None:
+                ema_penalty = penalty.item() if ema_penalty is None else 0.98 * ema_penalty + 0.02 * penalty.item()
+                loss = denoising + r.smooth_weight * penalty
             optimiser_step(opt, loss, params, r.grad_clip)
             with torch.no_grad():  # the EMA warms up: its decay grows from 0.1 towards ema_decay
                 d = min(r.ema_decay, (1 + step) / (10 + step))
                 torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
-            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+            ema_loss = denoising.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * denoising.item()
             if (step + 1) % LOG_EVERY == 0 or step + 1 == r.unet_steps:
                 rate = (step + 1 - start) / (time.time() - t0)
                 eta = (r.unet_steps - step - 1) / rate / 60
-                log(f"UNet step {step + 1}/{r.unet_steps} loss {ema_loss:.4f} lr {opt.param_groups[0]['lr']:.2e} "
-                    f"({rate:.2f} steps/s, {eta:.0f} min left)", out)
+                smooth = "" if ema_penalty is None else f" smoothness {ema_penalty:.5f}"
+                log(f"UNet step {step + 1}/{r.unet_steps} loss {ema_loss:.4f}{smooth} lr "
+                    f"{opt.param_groups[0]['lr']:.2e} ({rate:.2f} steps/s, {eta:.0f} min left)", out)
             if (step + 1) % UNET_SAVE_EVERY == 0 or step + 1 == r.unet_steps:
                 save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), opt=opt.state_dict(),
                           ema=ema, step=step + 1)
