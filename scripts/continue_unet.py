@@ -17,6 +17,14 @@ card's "Stiffness" section, which makes guided sampling at 7.5 much less stiff::
 
     python scripts/continue_unet.py --out runs/varied --from-step 18000 --steps 28000 --looks-per-scene 16
 
+``--smooth-weight W --smooth-steps N`` adds the guidance-smoothness penalty of ``train.denoise_and_smoothness``
+for the last N steps. The model card's try of it went on from the varied-world weights above for 400 steps at
+a constant learning rate (``--lr 2e-4 --constant-lr``) with a faster EMA (``--ema-decay 0.995``)::
+
+    python scripts/continue_unet.py --from-model runs/varied/model --out runs/smooth03 --from-step 28000 \
+        --steps 28400 --looks-per-scene 16 --lr 2e-4 --constant-lr --ema-decay 0.995 \
+        --smooth-weight 0.3 --smooth-steps 400
+
 The exported folder gets a ``train_info.json``: the recipe, the starting step, the machine and the minutes.
 """
 import argparse
@@ -37,6 +45,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--looks-per-scene", type=int, default=0, help="0: the flat world; N: N varied pictures per scene")
     ap.add_argument("--look-strength", type=float, default=1.0, help="how far the looks vary, 0-1")
+    ap.add_argument("--from-model", type=Path, default=None,
+                    help="the diffusers folder whose text encoder, UNet and VAE to start from (default: the shipped one)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
+    ap.add_argument("--constant-lr", action="store_true", help="keep the learning rate at its peak (no cosine)")
+    ap.add_argument("--ema-decay", type=float, default=None, help="the EMA's decay (default: the recipe's)")
+    ap.add_argument("--smooth-weight", type=float, default=0.0, help="the guidance-smoothness penalty's weight")
+    ap.add_argument("--smooth-steps", type=int, default=0, help="the penalty is on for the last this many steps")
     args = ap.parse_args(argv)
     if args.steps <= args.from_step:
         ap.error(f"--steps ({args.steps}) must be larger than --from-step ({args.from_step})")
@@ -45,8 +60,11 @@ def main(argv=None):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from sdcourse import MINI_MODEL_DIR as model_dir
+    from sdcourse import MINI_MODEL_DIR
     from sdcourse.mini import train
+    model_dir = args.from_model or MINI_MODEL_DIR
+    if not (model_dir / "unet").is_dir():
+        ap.error(f"--from-model {model_dir}: not a diffusers folder (it has no unet/ folder)")
     args.out.mkdir(parents=True, exist_ok=True)
     vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32).eval()
     scaling = vae.config.scaling_factor
@@ -58,15 +76,23 @@ def main(argv=None):
         train.save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), step=args.from_step)
         train.log(f"seeded {ckpt} from {model_dir.name} at step {args.from_step}", args.out)
     # the shipped recipe's stage 5, longer (in the varied world there is no decoder polish to follow)
-    recipe = train.Recipe(unet_steps=args.steps, seed=args.seed, looks_per_scene=args.looks_per_scene,
-                          look_strength=args.look_strength,
-                          polish_steps=0 if args.looks_per_scene else train.Recipe().polish_steps)
+    shipped = train.Recipe()
+    try:
+        recipe = train.Recipe(unet_steps=args.steps, seed=args.seed, looks_per_scene=args.looks_per_scene,
+                              look_strength=args.look_strength,
+                              polish_steps=0 if args.looks_per_scene else shipped.polish_steps,
+                              unet_lr=args.lr or shipped.unet_lr, lr_floor=1.0 if args.constant_lr else shipped.lr_floor,
+                              unet_warmup=0 if args.constant_lr else shipped.unet_warmup,
+                              ema_decay=args.ema_decay or shipped.ema_decay, smooth_weight=args.smooth_weight,
+                              smooth_steps=args.smooth_steps)
+    except ValueError as err:
+        ap.error(str(err))
     t0 = time.time()
     with torch.no_grad():
         mean, std, measured, scene_of = train.latent_cache(vae, "cpu", recipe)
     train.log(f"{len(mean)} latents; scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}", args.out)
     text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu", scene_of)
-    record = {"record": f"scripts/continue_unet.py: stage 5 of this recipe, from the weights of {model_dir.name} "
+    record = {"record": f"scripts/continue_unet.py: stage 5 of this recipe, from the weights of {model_dir} "
                         f"(trained {args.from_step} steps) to step {args.steps}; the VAE as it was.",
               **asdict(recipe), "from_step": args.from_step, "threads": torch.get_num_threads(),
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__,

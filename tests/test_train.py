@@ -242,3 +242,27 @@ def test_continue_unet_goes_on_from_the_shipped_weights_and_writes_its_record(tm
     assert torch.load(tmp_path / "unet.pt", map_location="cpu")["step"] == 18002
     pipe = sdcourse.load_pipeline(tmp_path / "model", device="cpu")
     assert pipe.vae.config.scaling_factor == 0.18215
+
+
+def test_continue_unet_can_add_the_smoothness_penalty_at_a_constant_rate(tmp_path):
+    from conftest import load_script
+
+    script = load_script("scripts/continue_unet.py")
+    script.main(["--out", str(tmp_path), "--from-step", "18000", "--steps", "18002", "--lr", "1e-4", "--constant-lr",
+                 "--ema-decay", "0.99", "--smooth-weight", "0.3", "--smooth-steps", "2"])
+    record = json.loads((tmp_path / "model" / "train_info.json").read_text())
+    assert (record["unet_lr"], record["lr_floor"], record["unet_warmup"]) == (1e-4, 1.0, 0)
+    assert (record["ema_decay"], record["smooth_weight"], record["smooth_steps"]) == (0.99, 0.3, 2)
+    assert "smoothness" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--smooth-weight", "0.3"], "smoothness penalty"),
+    (["--from-model", "nowhere"], "not a diffusers folder"),
+])
+def test_continue_unet_refuses_bad_options_in_one_line(tmp_path, capsys, extra, match):
+    from conftest import load_script
+
+    with pytest.raises(SystemExit):
+        load_script("scripts/continue_unet.py").main(["--out", str(tmp_path), "--from-step", "1", "--steps", "2", *extra])
+    assert match in capsys.readouterr().err
