@@ -109,7 +109,7 @@ class Recipe:
     snr_gamma: float = setting(5.0, "stage 5: min-SNR loss weighting, min(SNR, gamma) / SNR")
     ema_decay: float = setting(0.999, "stage 5: decay of the weights' EMA (the EMA is exported)")
     smooth_weight: float = setting(0.0, "stage 5: weight of the guidance-smoothness penalty (0: none; see "
-                                        "guidance_smoothness), which keeps K-LMS and PNDM stable at guidance 7.5")
+                                        "denoise_and_smoothness), which keeps K-LMS and PNDM stable at guidance 7.5")
     smooth_steps: int = setting(0, "stage 5: the penalty is on for the last this many steps")
     smooth_batch: int = setting(16, "stage 5: captioned latents per batch that the penalty looks at")
     smooth_delta: float = setting(0.05, "stage 5: the penalty's finite-difference step, in noisy-latent units")
