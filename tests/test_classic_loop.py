@@ -61,11 +61,6 @@ def tutorial_loop(tokenizer, text_encoder, vae, unet, scheduler, prompts, seed=0
     return (image.permute(0, 2, 3, 1).numpy() * 255).round().astype("uint8")
 
 
-def test_every_component_loads_as_float32_with_default_settings(parts):
-    for name in ("text_encoder", "vae", "unet"):
-        assert parts[name].dtype == torch.float32, name
-
-
 def test_the_tutorial_loop_draws_what_the_pipeline_draws(parts):
     """The same prompts, seed, sampler, steps and guidance through ``StableDiffusionPipeline``: the same pictures
     (so the loop above is the pipeline's, and whatever the pipeline draws, a tutorial's code draws too)."""
