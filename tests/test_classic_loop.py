@@ -68,8 +68,9 @@ def test_the_tutorial_loop_draws_what_the_pipeline_draws(parts):
 
     prompts = ["a large red circle in the center on a blue background", "a green square"]
     ours = tutorial_loop(**parts, prompts=prompts, seed=5, steps=20)
-    pipe = StableDiffusionPipeline.from_pretrained(
-        MINI, scheduler=LMSDiscreteScheduler.from_pretrained(MINI, subfolder="scheduler"), safety_checker=None)
+    components = dict(parts, scheduler=LMSDiscreteScheduler.from_config(parts["scheduler"].config))
+    pipe = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)  # the same weights, loaded once
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe(prompts, num_inference_steps=20, guidance_scale=7.5, height=64, width=64,
                   generator=torch.manual_seed(5), output_type="np").images
