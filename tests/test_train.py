@@ -84,6 +84,7 @@ def test_rerun_resumes_instead_of_retraining(run):
     for stage in ("VAE", "decoder", "decoder_robust"):
         assert f"{stage} already trained (2 steps)" in log, stage
     assert "UNet: resuming at step 2" in log
+    assert "latent pool: reusing latents.pt" in log
     after = torch.load(out / "unet.pt", map_location="cpu")
     assert after["step"] == 2
     assert len(before) == len(after["ema"])
@@ -143,6 +144,30 @@ def test_a_varied_world_pool_has_looks_per_scene_pictures_of_each_scene():
     assert torch.equal(again[0], mean) and again[2] == scaling  # seeded
     flat_mean, _, _, flat_scene_of = train.latent_cache(vae, "cpu")
     assert len(flat_mean) == n and torch.equal(flat_scene_of, torch.arange(n))
+
+
+def test_the_latent_pool_is_reused_only_for_the_same_encoder_and_looks(tmp_path):
+    """A resumed run reads the pool from latents.pt; a changed encoder or look setting encodes it again."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**arch.VAE_CONFIG).eval()
+    recipe = train.Recipe(polish_steps=0)
+    first = train.cached_latents(tmp_path, vae, "cpu", recipe)
+    saved = torch.load(tmp_path / "latents.pt")
+    saved["mean"] = saved["mean"] + 1  # marks the file, so that a reuse shows
+    torch.save(saved, tmp_path / "latents.pt")
+    reused = train.cached_latents(tmp_path, vae, "cpu", recipe)
+    assert torch.equal(reused[0], first[0] + 1) and "reusing latents.pt" in (tmp_path / "train.log").read_text()
+
+    with torch.no_grad():
+        vae.encoder.conv_in.weight.add_(0.1)
+    changed = train.cached_latents(tmp_path, vae, "cpu", recipe)
+    assert torch.equal(changed[0], train.latent_cache(vae, "cpu", recipe)[0])
+    assert not torch.equal(changed[0], first[0]) and not torch.equal(changed[0], first[0] + 1)
+
+    varied = train.cached_latents(tmp_path, vae, "cpu", replace(recipe, looks_per_scene=1))
+    assert not torch.equal(varied[0], changed[0])  # one look per scene: other pictures, so a new pool
 
 
 def test_unet_trains_on_a_varied_pool_with_each_entrys_caption(tmp_path, monkeypatch):

@@ -380,6 +380,25 @@ def latent_cache(vae, device: str, r: Recipe | None = None) -> tuple[torch.Tenso
     return mean, std, scaling, scene_of
 
 
+def cached_latents(out: Path, vae, device: str, r: Recipe):
+    """:func:`latent_cache`, kept in ``out / "latents.pt"`` so that a resumed run skips re-encoding the pool.
+
+    The pool depends only on the encoder (trained in stage 1, frozen after it) and on the looks, so the file
+    is reused when the recipe's look settings and the encoder's weights are the ones it was made with."""
+    path = out / "latents.pt"
+    encoder = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
+    key = {"seed": r.stage_seed("looks"), "looks_per_scene": r.looks_per_scene, "look_strength": r.look_strength,
+           "encoder_sum": float(sum(p.detach().double().sum() for p in encoder))}
+    if path.exists():
+        saved = torch.load(path, map_location=device)
+        if saved["key"] == key:
+            log("latent pool: reusing latents.pt", out)
+            return saved["mean"], saved["std"], saved["scaling"], saved["scene_of"]
+    mean, std, scaling, scene_of = latent_cache(vae, device, r)
+    torch.save({"key": key, "mean": mean, "std": std, "scaling": scaling, "scene_of": scene_of}, path)
+    return mean, std, scaling, scene_of
+
+
 # ---------------------------------------------------------------- stage 5: text encoder + UNet
 class CaptionIds:
     """Tokenises captions once and remembers them (the grammar has few distinct captions)."""
@@ -713,7 +732,7 @@ def main(argv=None):
     stage_done("vae")
     vae = train_decoder(out, vae, r, device)
     stage_done("decoder")
-    mean, std, scaling, scene_of = latent_cache(vae, device, r)
+    mean, std, scaling, scene_of = cached_latents(out, vae, device, r)
     log(f"{len(mean)} latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", out)
     stage_done("latent_cache")
     if r.robust_decoder_steps:
