@@ -5,7 +5,8 @@
 #
 # Runs offline (HF_HUB_OFFLINE=1) with the bundled mini model on whatever device is there. Without extra
 # arguments it then runs every notebook a second time, on an SD v1-4-shaped stand-in built on the spot
-# (sdcourse/standin.py: 512 px, PNDM, random weights), so that every "if it is SD" setting runs too.
+# (sdcourse/standin.py: 512 px, PNDM, random weights), so that every "if it is SD" setting runs too; two
+# notebooks run at a time there, the CPU cores shared between their kernels.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -28,7 +29,7 @@ status=0
 if [ "$#" -eq 0 ] && [ "${targets[*]}" = "tests notebooks" ]; then
     echo "run_tests: every notebook again, on the SD v1-4-shaped stand-in (scripts/run_notebooks.py)"
     standin="$(mktemp -d)"
-    .venv/bin/python scripts/run_notebooks.py --standin "$standin/sd" || status=$?
+    .venv/bin/python scripts/run_notebooks.py --standin "$standin/sd" --jobs 2 || status=$?
     rm -rf "$standin"
 fi
 

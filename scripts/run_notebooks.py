@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python scripts/run_notebooks.py --standin /tmp/sd-standin          # build the tiny SD stand-in, run all
     python scripts/run_notebooks.py --model FOLDER notebooks/01_pipeline.ipynb
     python scripts/run_notebooks.py --standin DIR --full-size --out benchmarks/results --name gpu_notebooks
+    python scripts/run_notebooks.py --standin /tmp/sd-standin --jobs 2   # two notebooks at a time
 
 Each notebook is executed with nbclient in a fresh kernel (the outputs are not written back):
 the runner puts one cell in front that starts counting UNet forward passes
@@ -49,8 +50,10 @@ _sdc_cost.stop_counting()
 print("%s" + _sdc_json.dumps(_sdc_report))""" % MARK
 
 
-def run_notebook(path: Path, timeout: int = 600, check_calls: bool = True) -> dict:
-    """Execute one notebook in a fresh kernel; return its wall time, UNet calls and any error."""
+def run_notebook(path: Path, timeout: int = 600, check_calls: bool = True, threads: int | None = None) -> dict:
+    """Execute one notebook in a fresh kernel; return its wall time, UNet calls and any error.
+
+    ``threads`` caps the kernel's CPU threads (``OMP_NUM_THREADS``, which torch reads when it starts)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -63,7 +66,7 @@ def run_notebook(path: Path, timeout: int = 600, check_calls: bool = True) -> di
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     try:
-        client.execute()
+        client.execute(**({"env": {**os.environ, "OMP_NUM_THREADS": str(threads)}} if threads else {}))
     except CellExecutionError as exc:
         failed = [(cell.get("id"), out) for cell in nb.cells for out in cell.get("outputs", [])
                   if out.get("output_type") == "error"]
@@ -117,9 +120,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-check-calls", action="store_true",
                         help="record the UNet calls but do not compare them with the stated ones (on a GPU, chapter "
                              "10's CUDA-only cells make calls that CUDA-graph replays hide from the counter)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks run at a time, the CPU cores shared out among them (default 1; on a GPU, "
+                             "keep 1: the timings and the peak memory are then each notebook's own)")
     parser.add_argument("--out", type=Path, help="write <name>.json and <name>.md into this folder")
     parser.add_argument("--name", default="notebooks")
     args = parser.parse_args(argv)
+    if not 1 <= args.jobs <= 64:
+        parser.error(f"--jobs must be 1 to 64, got {args.jobs}")
 
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -141,16 +149,27 @@ def main(argv=None) -> int:
         model = args.model
     os.environ["SDCOURSE_MODEL"] = model
 
-    rows = []
-    for path in notebooks:
-        row = run_notebook(Path(path).resolve(), args.timeout, check_calls=not args.no_check_calls)
-        rows.append(row)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+
+    def run_and_report(path) -> dict:
+        row = run_notebook(Path(path).resolve(), args.timeout, check_calls=not args.no_check_calls, threads=threads)
         print(f"{row['notebook']:32} {'ok  ' if row['ok'] else 'FAIL'} {row['seconds']:7.1f} s  "
               f"UNet calls {row.get('unet_calls')} (stated {row.get('declared_calls')})"
               + (f"  peak {row['peak_gib']} GiB" if row.get("peak_gib") is not None else "")
               + (f"\n    {row['error']}" if row["error"] else ""), flush=True)
+        return row
+
+    start = time.perf_counter()
+    if args.jobs == 1:
+        rows = [run_and_report(path) for path in notebooks]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            rows = list(pool.map(run_and_report, notebooks))
     total = round(sum(r["seconds"] for r in rows), 1)
-    print(f"{len(rows)} notebooks, {sum(not r['ok'] for r in rows)} failed, {total} s in all")
+    wall = f", {time.perf_counter() - start:.1f} s of wall time with {args.jobs} at a time" if args.jobs > 1 else ""
+    print(f"{len(rows)} notebooks, {sum(not r['ok'] for r in rows)} failed, {total} s in all{wall}")
     if args.out is not None:
         from sdcourse.speed import machine_info, write_results
 

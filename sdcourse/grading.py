@@ -5,6 +5,7 @@ in a throw-away nbgrader course folder (no JupyterHub, no Docker, no network):
 
     python -m sdcourse.grading student                 # notebooks/ -> student/ (one file per chapter)
     python -m sdcourse.grading grade submissions/      # -> grades/gradebook.csv, grades/feedback/*.md
+    python -m sdcourse.grading grade submissions/ --jobs 2   # two notebooks at a time
 
 A chapter's graded exercises are the nbgrader cells at the end of its notebook: an answer cell whose
 ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` part the student version replaces with
@@ -23,12 +24,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-from .validate import check_path, check_seconds, check_writable_dir
+from .validate import check_int, check_path, check_seconds, check_writable_dir
 
 CHAPTER_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -98,11 +101,15 @@ def graded_notebooks(source_dir: str | Path = "notebooks") -> list[Path]:
     return found
 
 
-def _nbgrader(course: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+def _nbgrader(course: Path, *args: str, timeout: float | None = None,
+              threads: int | None = None) -> subprocess.CompletedProcess:
+    """Run one nbgrader command on ``course``; ``threads`` caps the CPU threads of the kernel it starts."""
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
            f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}", "--log-level=WARN"]
     env = dict(os.environ)  # nbgrader runs the `alembic` command of its own environment
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if threads is not None:  # torch reads it when the kernel imports it
+        env["OMP_NUM_THREADS"] = str(threads)
     # A session of its own, so that a time-out ends nbgrader AND the kernel it started (a student's endless loop).
     with subprocess.Popen(cmd, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                           start_new_session=True) as proc:
@@ -184,7 +191,7 @@ def _first_error(nb, grade_id: str) -> str:
 
 
 def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_timeout: float,
-               cell_timeout: float) -> list[Row]:
+               cell_timeout: float, threads: int | None = None) -> list[Row]:
     """Grade one student's notebook for one chapter; every failure becomes rows with 0 and a reason."""
     chapter = chapter_of(source.name)
     expected = exercises(source)
@@ -206,7 +213,7 @@ def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_ti
     try:
         done = _nbgrader(course, "autograde", chapter, f"--student={student}", "--create", "--force",
                          f"--ExecutePreprocessor.timeout={int(cell_timeout)}", f"--Execute.timeout={int(cell_timeout)}",
-                         timeout=notebook_timeout)
+                         timeout=notebook_timeout, threads=threads)
     except subprocess.TimeoutExpired:
         return all_zero(f"the notebook ran past the time limit of {notebook_timeout:.0f} s; nothing could be graded")
     graded = course / "autograded" / student / chapter / source.name
@@ -239,7 +246,7 @@ def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_ti
 
 def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: str | Path = "notebooks",
           notebook_timeout: float = DEFAULT_NOTEBOOK_TIMEOUT, cell_timeout: float = DEFAULT_CELL_TIMEOUT,
-          progress: bool = True) -> list[Row]:
+          progress: bool = True, jobs: int = 1) -> list[Row]:
     """Grade ``submissions/<student>/NN_name.ipynb`` against the source notebooks in ``source_dir``.
 
     Writes ``out_dir/gradebook.csv`` (student, chapter, exercise, points, max_points, note) and one
@@ -250,45 +257,75 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
     noted and not graded (the one nearest the top of the folder is); an empty folder gets a note.
     Bad arguments (no student folders, no graded source notebooks, an output folder that cannot be
     written, a time limit outside 1 s to a day) are refused before anything is graded.
+
+    ``jobs`` notebooks are graded at a time, each in a course folder of its own, with the machine's CPU
+    cores shared out among their kernels; the rows are the same, in the same order, whatever ``jobs`` is.
+    On a GPU every kernel loads its own pipeline, so keep ``jobs`` at 1 unless the memory holds several.
     """
     submissions = _check_submissions(submissions)
     check_seconds(notebook_timeout, "notebook_timeout"), check_seconds(cell_timeout, "cell_timeout")
+    jobs = check_int(jobs, "jobs", low=1, high=64, example=2)
     out_dir = check_writable_dir(out_dir, "out_dir", "grades")  # before the long work, not after
     sources = {chapter_of(p.name): p for p in graded_notebooks(source_dir)}
-    rows: list[Row] = []
     notes: dict[str, list[str]] = {}
-    with tempfile.TemporaryDirectory(prefix="sdcourse-grade-") as tmp:
-        course = Path(tmp)
-        released: set[str] = set()
-        for folder in _student_folders(submissions):
-            student = folder.name
-            if not STUDENT_ID.match(student):
-                notes.setdefault(student, []).append(f"folder name {student!r} is not usable as a student id; skipped")
+    tasks: list[tuple[str, Path, str]] = []  # (student, notebook, chapter), in gradebook order
+    for folder in _student_folders(submissions):
+        student = folder.name
+        if not STUDENT_ID.match(student):
+            notes.setdefault(student, []).append(f"folder name {student!r} is not usable as a student id; skipped")
+            continue
+        files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (len(p.parts), p))
+        if not files:
+            notes.setdefault(student, []).append("the folder is empty: no notebook was submitted")
+        graded_chapters: dict[str, Path] = {}
+        for path in files:
+            match = CHAPTER_FILE.match(path.name)
+            chapter = f"ch{match.group(1)}" if match else None
+            if chapter not in sources:
+                notes.setdefault(student, []).append(f"{path.name}: not a graded chapter notebook; ignored")
                 continue
-            files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (len(p.parts), p))
-            if not files:
-                notes.setdefault(student, []).append("the folder is empty: no notebook was submitted")
-            graded_chapters: dict[str, Path] = {}
-            for path in files:
-                match = CHAPTER_FILE.match(path.name)
-                chapter = f"ch{match.group(1)}" if match else None
-                if chapter not in sources:
-                    notes.setdefault(student, []).append(f"{path.name}: not a graded chapter notebook; ignored")
-                    continue
-                if chapter in graded_chapters:  # one grade per chapter: the file nearest the top of the folder
-                    notes.setdefault(student, []).append(
-                        f"{path.relative_to(folder)}: a second file for {chapter}; ignored "
-                        f"(graded: {graded_chapters[chapter].relative_to(folder)})")
-                    continue
-                graded_chapters[chapter] = path
-                if progress:
-                    print(f"grading {student} / {path.name}", flush=True)
-                if chapter not in released:
-                    _release(course, [sources[chapter]])
-                    released.add(chapter)
-                rows += _grade_one(course, student, path, sources[chapter], notebook_timeout, cell_timeout)
+            if chapter in graded_chapters:  # one grade per chapter: the file nearest the top of the folder
+                notes.setdefault(student, []).append(
+                    f"{path.relative_to(folder)}: a second file for {chapter}; ignored "
+                    f"(graded: {graded_chapters[chapter].relative_to(folder)})")
+                continue
+            graded_chapters[chapter] = path
+            tasks.append((student, path, chapter))
+    graded = _grade_all(tasks, sources, notebook_timeout, cell_timeout, progress, jobs)
+    rows = [row for task_rows in graded for row in task_rows]
     write_gradebook(rows, out_dir, notes)
     return rows
+
+
+def _grade_all(tasks, sources: dict[str, Path], notebook_timeout: float, cell_timeout: float, progress: bool,
+               jobs: int) -> list[list[Row]]:
+    """Grade every (student, notebook, chapter) of ``tasks``, ``jobs`` at a time; one list of rows per task."""
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    lock = threading.Lock()
+    with tempfile.TemporaryDirectory(prefix="sdcourse-grade-") as tmp:
+        # Every chapter is released once; each job then grades in a copy of that course folder of its own.
+        courses = [Path(tmp) / f"course{k}" for k in range(jobs)]
+        courses[0].mkdir()
+        _release(courses[0], [sources[chapter] for chapter in dict.fromkeys(task[2] for task in tasks)])
+        for course in courses[1:]:
+            shutil.copytree(courses[0], course)
+
+        def grade_task(task) -> list[Row]:
+            student, path, chapter = task
+            with lock:
+                course = courses.pop()
+                if progress:
+                    print(f"grading {student} / {path.name}", flush=True)
+            try:
+                return _grade_one(course, student, path, sources[chapter], notebook_timeout, cell_timeout, threads)
+            finally:
+                with lock:
+                    courses.append(course)
+
+        if jobs == 1:
+            return [grade_task(task) for task in tasks]
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(grade_task, tasks))
 
 
 def _check_submissions(submissions) -> Path:
@@ -368,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", default="grades", help="where the gradebook and feedback go (default: grades)")
     g.add_argument("--timeout", type=float, default=DEFAULT_NOTEBOOK_TIMEOUT, help="seconds per notebook")
     g.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT, help="seconds per cell")
+    g.add_argument("--jobs", type=int, default=1,
+                   help="notebooks graded at a time (default 1; on a CPU, up to its number of cores)")
     args = parser.parse_args(argv)
     try:
         if args.command == "student":
@@ -375,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("wrote", path)
             return 0
         check_seconds(args.timeout, "--timeout"), check_seconds(args.cell_timeout, "--cell-timeout")
-        rows = grade(args.submissions, args.out, args.source, args.timeout, args.cell_timeout)
+        rows = grade(args.submissions, args.out, args.source, args.timeout, args.cell_timeout, jobs=args.jobs)
     except (TypeError, ValueError) as err:  # bad arguments: one line, no traceback
         sub.choices[args.command].error(str(err))
     print(summary_table(rows))

@@ -159,13 +159,16 @@ def graded(student_dir, tmp_path_factory):
     (subs / "bad" / "notes.txt").write_text("not a chapter")
     out = tmp_path_factory.mktemp("grades")
     start = time.perf_counter()
-    rows = grading.grade(subs, out, NOTEBOOKS, notebook_timeout=300, cell_timeout=240, progress=False)
+    rows = grading.grade(subs, out, NOTEBOOKS, notebook_timeout=300, cell_timeout=240, progress=False, jobs=2)
     print(f"graded {len(list(subs.rglob('*.ipynb')))} notebooks: {time.perf_counter() - start:.1f} s")
     return rows, out
 
 
 def test_solutions_get_full_marks(graded):
     rows, _ = graded
+    # two jobs at a time, yet the gradebook keeps the order of one: students by name, then chapters
+    order = [(r.student, r.chapter) for r in rows]
+    assert order == sorted(order) and len({r.student for r in rows}) == 4
     mine = [r for r in rows if r.student == "solution"]
     assert len(mine) == sum(len(grading.exercises(p)) for p in chapters())
     assert all(r.points == r.max_points > 0 for r in mine), [(r.exercise, r.note) for r in mine if r.points < r.max_points]
@@ -223,7 +226,18 @@ def test_an_endless_loop_hits_the_time_limit(tmp_path):
 
 
 def test_bad_arguments_are_refused_in_one_sentence(tmp_path):
+    (tmp_path / "subs" / "ada").mkdir(parents=True)
+    for jobs, error in ((0, ValueError), (2.5, TypeError)):
+        with pytest.raises(error, match="jobs must be"):
+            grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, jobs=jobs)
     with pytest.raises(ValueError, match="submissions="):
         grading.grade(tmp_path / "nowhere", tmp_path / "out", NOTEBOOKS)
     with pytest.raises(ValueError, match="not a chapter notebook name"):
         grading.chapter_of("notes.ipynb")
+
+
+def test_the_grading_command_refuses_bad_jobs_in_one_line(tmp_path, capsys):
+    (tmp_path / "subs" / "ada").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        grading.main(["grade", str(tmp_path / "subs"), "--source", str(NOTEBOOKS), "--jobs", "0"])
+    assert exit_info.value.code == 2 and "jobs must be" in capsys.readouterr().err
