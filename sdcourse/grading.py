@@ -300,6 +300,7 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
 def _grade_all(tasks, sources: dict[str, Path], notebook_timeout: float, cell_timeout: float, progress: bool,
                jobs: int) -> list[list[Row]]:
     """Grade every (student, notebook, chapter) of ``tasks``, ``jobs`` at a time; one list of rows per task."""
+    jobs = max(1, min(jobs, len(tasks)))  # no idle course folders
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="sdcourse-grade-") as tmp:
