@@ -395,7 +395,7 @@ def cached_latents(out: Path, vae, device: str, r: Recipe):
             log("latent pool: reusing latents.pt", out)
             return saved["mean"], saved["std"], saved["scaling"], saved["scene_of"]
     mean, std, scaling, scene_of = latent_cache(vae, device, r)
-    torch.save({"key": key, "mean": mean, "std": std, "scaling": scaling, "scene_of": scene_of}, path)
+    save_ckpt(path, key=key, mean=mean, std=std, scaling=scaling, scene_of=scene_of)
     return mean, std, scaling, scene_of
 
 
