@@ -6,7 +6,9 @@
 # Runs offline (HF_HUB_OFFLINE=1) with the bundled mini model on whatever device is there. Without extra
 # arguments it then runs every notebook a second time, on an SD v1-4-shaped stand-in built on the spot
 # (sdcourse/standin.py: 512 px, PNDM, random weights), so that every "if it is SD" setting runs too; two
-# notebooks run at a time there, the CPU cores shared between their kernels.
+# notebooks run at a time there, the CPU cores shared between their kernels. Before that, the notebooks run
+# once more on one thread with older CPU kernels, so that a checked output that depends on the machine fails
+# here and not only on someone else's machine (scripts/check_outputs_elsewhere.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -27,6 +29,8 @@ status=0
     --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@" || status=$?
 
 if [ "$#" -eq 0 ] && [ "${targets[*]}" = "tests notebooks" ]; then
+    echo "run_tests: the checked cells again, on one thread with older CPU kernels (scripts/check_outputs_elsewhere.py)"
+    .venv/bin/python scripts/check_outputs_elsewhere.py || status=$?
     echo "run_tests: every notebook again, on the SD v1-4-shaped stand-in (scripts/run_notebooks.py)"
     standin="$(mktemp -d)"
     .venv/bin/python scripts/run_notebooks.py --standin "$standin/sd" --jobs 2 || status=$?
