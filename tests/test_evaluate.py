@@ -114,8 +114,21 @@ def test_check_targets_says_when_guidance_1_was_not_run():
 
 @pytest.mark.parametrize("argv, message", [(["-n", "0"], "-n must be at least 1, got 0"),
                                            (["--steps", "0"], "--steps must be at least 1, got 0"),
-                                           (["--sampler", "plms"], "invalid choice: 'plms'")])
-def test_command_refuses_bad_options_in_one_line(argv, message, capsys):
-    with pytest.raises(SystemExit):
+                                           (["--sampler", "plms"], "invalid choice: 'plms'"),
+                                           (["--steps", "1001"], "--steps must be at most 1000, got 1001"),
+                                           (["-n", "1000000000"], "-n must be at most 10000"),
+                                           (["--short", "20000"], "--short must be at most 10000"),
+                                           (["--guidance", "nan"], "--guidance must be from 0 to 100"),
+                                           (["--guidance", "7.5", "-5"], "got -5"),
+                                           (["--guidance", "1e9"], "got 1e+09"),
+                                           (["--grid", "no/such/folder/grid.png"], "does not exist"),
+                                           (["--json", "."], "is a folder")])
+def test_command_refuses_bad_options_in_one_line(argv, message, capsys, monkeypatch):
+    import sdcourse.loader
+
+    monkeypatch.setattr(sdcourse.loader, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model first"))
+    with pytest.raises(SystemExit) as stop:
         ev.main(argv)
-    assert message in capsys.readouterr().err
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err.strip().splitlines()[-1]  # usage, then one line: the error

@@ -291,3 +291,69 @@ def test_continue_unet_refuses_bad_options_in_one_line(tmp_path, capsys, extra, 
     with pytest.raises(SystemExit):
         load_script("scripts/continue_unet.py").main(["--out", str(tmp_path), "--from-step", "1", "--steps", "2", *extra])
     assert match in capsys.readouterr().err
+
+
+def test_subject_weights_mark_the_shape_and_weight_0_is_the_plain_loss():
+    scene = shapes.Scene("circle", "red", "blue", "center", "large")
+    x = train.scenes_tensor([scene])
+    w = train.subject_weights(x, 4.0)
+    assert w.shape == (1, 1, 64, 64) and set(w.unique().tolist()) == {1.0, 5.0}
+    share = (w == 5.0).float().mean().item()
+    assert 0.08 < share < 0.2  # a large circle: pi * 0.2^2 of the picture, about 12.6%
+    red = torch.tensor(shapes.PALETTE["red"], dtype=torch.float32) / 127.5 - 1
+    pixels = x[0][:, w[0, 0] == 5.0]  # (3, how many)
+    assert torch.allclose(pixels, red[:, None].expand_as(pixels), atol=1e-6)  # exactly the shape's pixels
+
+    class Identity:  # a "decoder" that returns its input, so the loss is between two pictures
+        def decode(self, z):
+            return type("Out", (), {"sample": z})
+
+    target, rec = x, x + 0.1 * torch.randn_like(x)
+    plain = torch.nn.functional.mse_loss(rec, target) + torch.nn.functional.l1_loss(rec, target)
+    assert torch.equal(train.decoder_loss(Identity(), rec, target, train.Recipe())[0], plain)
+    shape_only = rec.clone()
+    shape_only[:, :, w[0, 0] == 1.0] = target[:, :, w[0, 0] == 1.0]  # wrong only on the shape
+    weighted = train.decoder_loss(Identity(), shape_only, target, train.Recipe(subject_weight=4.0))[0]
+    unweighted = train.decoder_loss(Identity(), shape_only, target, train.Recipe())[0]
+    assert weighted > 3 * unweighted  # the shape's errors count 5x, normalised by the mean weight
+    with pytest.raises(ValueError, match="subject_weight"):
+        train.Recipe(subject_weight=-1.0)
+
+
+def test_fit_decoder_keeps_the_encoder_and_the_unet_and_can_write_sds_scheduler(tmp_path):
+    """scripts/fit_decoder.py: the decoder changes, the encoder and the UNet do not, and the folder loads the way
+    tutorials load SD (components by subfolder, schedulers from its config)."""
+    from conftest import load_script
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    script = load_script("scripts/fit_decoder.py")
+    export = tmp_path / "model"
+    script.main(["--out", str(tmp_path / "ckpt"), "--export", str(export), "--steps", "2", "--robust-steps", "2",
+                 "--sd-scheduler"])
+    assert torch.load(tmp_path / "ckpt" / "decoder_robust.pt", map_location="cpu")["step"] == 2
+    old, new = (AutoencoderKL.from_pretrained(f, subfolder="vae") for f in (sdcourse.MINI_MODEL_DIR, export))
+    assert all(torch.equal(a, b) for a, b in zip(old.encoder.state_dict().values(), new.encoder.state_dict().values()))
+    assert torch.equal(old.quant_conv.weight, new.quant_conv.weight)
+    assert not all(torch.equal(a, b) for a, b in zip(old.decoder.parameters(), new.decoder.parameters()))
+    assert new.config.scaling_factor == 0.18215
+    u_old, u_new = (UNet2DConditionModel.from_pretrained(f, subfolder="unet") for f in (sdcourse.MINI_MODEL_DIR, export))
+    assert all(torch.equal(a, b) for a, b in zip(u_old.state_dict().values(), u_new.state_dict().values()))
+    cfg = json.loads((export / "scheduler" / "scheduler_config.json").read_text())
+    assert cfg["_class_name"] == "PNDMScheduler" and "timestep_spacing" not in cfg and cfg["steps_offset"] == 1
+    pipe = StableDiffusionPipeline.from_pretrained(export)
+    assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.scheduler.config.timestep_spacing == "leading"
+    record = json.loads((export / "train_info.json").read_text())
+    assert record["stages"][-1]["subject_weight"] == 4.0 and record["stages"][-1]["robust_decoder_steps"] == 2
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--steps", "0", "--robust-steps", "0"], "not both 0"),
+    (["--unet-from", "nowhere"], "not a diffusers model folder"),
+    (["--subject-weight", "-2"], "subject_weight"),
+])
+def test_fit_decoder_refuses_bad_options_in_one_line(tmp_path, capsys, extra, match):
+    from conftest import load_script
+
+    with pytest.raises(SystemExit):
+        load_script("scripts/fit_decoder.py").main(["--out", str(tmp_path), "--export", str(tmp_path / "m"), *extra])
+    assert match in capsys.readouterr().err

@@ -36,8 +36,10 @@ from PIL import Image, ImageDraw
 
 from .. import shapes
 from ..standin import SD14_SCHEDULER
+from ..validate import MAX_STEPS, check_guidance, check_writable_file
 
 PALETTE_ARRAY = np.array([shapes.PALETTE[c] for c in shapes.COLOURS], dtype=np.float32)
+MAX_CAPTIONS = 10_000  # per run of the command (the 168 held-out scenes repeat beyond 168; 200 is the default)
 PURITY_DISTANCE = 40.0  # RGB distance (0-255 scale) within which a pixel counts as a palette colour
 
 TARGETS = {  # the mini model's targets, at guidance 7.5
@@ -225,14 +227,18 @@ def evaluate(pipe, n: int = 200, steps: int = 20, guidances=(7.5, 1.0), n_short:
     return results
 
 
-def vae_round_trip(pipe, n: int = 200) -> dict:
+def vae_round_trip(pipe, n: int = 200, varied: bool = False) -> dict:
     """The same checks on the VAE's round trips (encode, decode) of the held-out scenes' clean renders:
-    the ceiling that the decoder puts on any generated picture, whatever the UNet and the guidance do."""
+    the ceiling that the decoder puts on any generated picture, whatever the UNet and the guidance do.
+    ``varied=True``: each render with a seeded random ``shapes.Look`` (the varied world's pictures)."""
     import torch
 
     pairs = heldout_prompts(n)
     vae = pipe.vae
-    x = np.stack([np.asarray(shapes.render(s, pipe.unet.config.sample_size * pipe.vae_scale_factor)) for s, _ in pairs])
+    rng = random.Random(1)
+    looks = [shapes.random_look(rng) if varied else None for _ in pairs]
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    x = np.stack([np.asarray(shapes.render(s, side, look)) for (s, _), look in zip(pairs, looks)])
     x = torch.from_numpy(x).permute(0, 3, 1, 2).to(vae.device, vae.dtype) / 127.5 - 1
     with torch.no_grad():
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
@@ -315,15 +321,32 @@ def main(argv=None):
     ap.add_argument("--guidance", type=float, nargs="+", default=[7.5, 1.0], help="guidance scales (default 7.5 1.0)")
     ap.add_argument("--grid", type=Path, default=None, help="write a captioned sample grid (first sampler, 7.5) here")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    ap.add_argument("--gate", action="store_true",
+                    help="run the ship gate instead (sdcourse.mini.gate: SD's samplers at 50 steps, seeds, walks, "
+                         "the folder); -n at least 64; exits 1 when a check fails")
     args = ap.parse_args(argv)
-    for name, value, least in (("-n", args.n, 1), ("--steps", args.steps, 1), ("--short", args.short, 0)):
+    if args.gate and (args.n < 64 or args.short < 48):
+        ap.error(f"--gate needs -n 64 or more and --short 48 or more, got -n {args.n} and --short {args.short}")
+    for name, value, least, most in (("-n", args.n, 1, MAX_CAPTIONS), ("--steps", args.steps, 1, MAX_STEPS),
+                                     ("--short", args.short, 0, MAX_CAPTIONS)):
         if value < least:
             ap.error(f"{name} must be at least {least}, got {value}")
+        if value > most:
+            ap.error(f"{name} must be at most {most}, got {value}")
+    try:
+        args.guidance = [check_guidance(g) for g in args.guidance]
+        for flag in ("grid", "json"):
+            if getattr(args, flag) is not None:
+                check_writable_file(getattr(args, flag), f"--{flag}", f"evaluation.{'png' if flag == 'grid' else flag}")
+    except (TypeError, ValueError) as err:
+        ap.error(str(err).replace("guidance_scale", "--guidance"))
     import torch
 
     from ..loader import load_pipeline
 
     pipe = load_pipeline(args.model, device="cpu", dtype=torch.float32)
+    if args.gate:
+        return run_gate_command(pipe, args)
     print(f"{args.n} held-out captions, {args.short} short prompts, {args.steps} steps, "
           f"CPU threads {torch.get_num_threads()}")
     results = {}
@@ -333,9 +356,11 @@ def main(argv=None):
         print(format_table(results[sampler]))
         if 7.5 in results[sampler]:
             print("\n".join(check_targets(results[sampler])))
-    ceiling = vae_round_trip(pipe, args.n)
+    ceiling, varied = vae_round_trip(pipe, args.n), vae_round_trip(pipe, args.n, varied=True)
     print("\nVAE round trips of the same scenes (the decoder's ceiling): "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ceiling.items()))
+    print("The same, each scene with a random look (the varied world): "
+          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in varied.items()))
     if args.grid:
         first = results[args.sampler[0]]
         g = 7.5 if 7.5 in first else next(iter(first))
@@ -343,8 +368,31 @@ def main(argv=None):
         print(f"sample grid: {args.grid}")
     if args.json:
         rows = {sampler: {str(g): r["row"] for g, r in res.items()} for sampler, res in results.items()}
-        args.json.write_text(json.dumps({**rows, "steps": args.steps, "vae_round_trip": ceiling}, indent=2) + "\n")
+        args.json.write_text(json.dumps({**rows, "steps": args.steps, "vae_round_trip": ceiling,
+                                               "vae_round_trip_varied": varied}, indent=2) + "\n")
+
+
+def run_gate_command(pipe, args) -> int:
+    """``--gate``: print the ship gate's lines (and write its numbers to ``--json``); 0 when every check passes."""
+    from ..loader import MINI_MODEL_DIR
+    from .gate import run_gate
+
+    folder = MINI_MODEL_DIR if args.model == "mini" else Path(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    print(f"ship gate of {folder.name}: {args.n} held-out captions, {args.short} short prompts, guidance 7.5")
+    passed, lines, numbers, pictures = run_gate(pipe, folder if folder.is_dir() else None, args.n, args.short)
+    print("\n".join(lines))
+    numbers["vae_round_trip_varied"] = vae_round_trip(pipe, args.n, varied=True)
+    print("VAE round trips of varied renders of the held-out scenes (not a check): "
+          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in numbers["vae_round_trip_varied"].items()))
+    if args.grid:
+        images, captions = pictures["klms 50"]
+        caption_grid(images, captions).save(args.grid)
+        print(f"sample grid (K-LMS, 50 steps, guidance 7.5): {args.grid}")
+    if args.json:
+        args.json.write_text(json.dumps(numbers, indent=2, default=float) + "\n")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
