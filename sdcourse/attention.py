@@ -42,7 +42,7 @@ from .seeds import make_generator
 from .shapes import PALETTE, Scene
 from .validate import (check_bool_mask, check_guidance, check_index, check_instance, check_int, check_list_of,
                        check_number, check_picture, check_pipeline, check_prompts, check_seed, check_side, check_steps,
-                       check_tensor, check_text, check_unet, check_weights)
+                       check_tensor, check_text, check_unet, check_weights, MAX_STEPS)
 
 # How the heat maps are drawn over the picture (see overlay).
 HEAT_ALPHA = 0.65  # share of the heat colour in the blend (the rest: the picture in grey)
@@ -90,6 +90,20 @@ def attention_by_formula(attn, hidden_states: torch.Tensor, text: torch.Tensor) 
     output ``(B, N, C)``, as the layer returns it, and the attention probabilities
     ``(B, heads, N, 77)``.
     """
+    if not all(hasattr(attn, part) for part in ("to_q", "to_k", "to_v", "to_out", "heads")):
+        raise TypeError(f"attn must be a diffusers Attention layer (an attn2 of the UNet, found with "
+                        f"cross_attention_layers); got {type(attn).__name__}.")
+    hidden_states = check_tensor(hidden_states, "hidden_states", ndim=3)
+    text = check_tensor(text, "text", ndim=3)
+    c, dim = attn.to_q.in_features, attn.to_k.in_features
+    if hidden_states.shape[-1] != c:
+        raise ValueError(f"hidden_states must be (batch, pixels, {c}) for this layer; got shape {tuple(hidden_states.shape)}.")
+    if text.shape[-1] != dim:
+        raise ValueError(f"text must be (batch, 77, {dim}) text vectors for this layer; got shape {tuple(text.shape)}. "
+                         f"An attn1 (self-attention) layer takes no text.")
+    if text.shape[0] != hidden_states.shape[0]:
+        raise ValueError(f"hidden_states and text need the same batch size; got {hidden_states.shape[0]} and "
+                         f"{text.shape[0]}.")
     b, n, _ = hidden_states.shape
     heads = attn.heads
     q = attn.to_q(hidden_states)  # queries from the latent pixels
@@ -116,8 +130,18 @@ class AttentionStore:
 
     def __init__(self, latent_hw: tuple[int, int], batch: int, guided: bool, *, weights: dict | None = None,
                  share_maps: bool = False, share_steps: int | None = None, keep_steps: bool = True):
-        self.latent_hw, self.batch, self.guided = tuple(latent_hw), batch, guided
-        self.weights = dict(weights or {})
+        if not isinstance(latent_hw, (tuple, list)) or len(latent_hw) != 2:
+            raise TypeError(f"latent_hw must be the latent grid (height, width), e.g. (8, 8) for a 64 px picture; "
+                            f"got {latent_hw!r}.")
+        latent_hw = tuple(check_int(v, "latent_hw", 1, 1024, example=8) for v in latent_hw)
+        batch = check_int(batch, "batch", 1, 4096, example=1, meaning=" (the number of prompts in the run)")
+        for flag, value in (("guided", guided), ("share_maps", share_maps), ("keep_steps", keep_steps)):
+            check_instance(value, flag, bool, "True or False")
+        if share_steps is not None:
+            share_steps = check_int(share_steps, "share_steps", 0, MAX_STEPS, example=5)
+        weights = check_weights(weights, 77)
+        self.latent_hw, self.batch, self.guided = latent_hw, batch, guided
+        self.weights = dict(weights)
         self.share_maps, self.share_steps, self.keep_steps = share_maps, share_steps, keep_steps
         self.step = 0
         self._step_sum, self._layers = None, 0
@@ -125,6 +149,11 @@ class AttentionStore:
 
     def edit_and_record(self, probs: torch.Tensor) -> torch.Tensor:
         """Called by every cross-attention layer with its probabilities ``(rows, heads, N, 77)``."""
+        rows = probs.shape[0]
+        if rows != self.batch * (2 if self.guided else 1):
+            raise ValueError(f"AttentionStore(batch={self.batch}, guided={self.guided}) expects "
+                             f"{self.batch * (2 if self.guided else 1)} rows per UNet call, but the UNet ran with {rows}: "
+                             f"give the number of prompts, and guided=True when guidance is above 1.")
         cond = slice(self.batch, None) if self.guided else slice(None)
         sharing = self.share_maps and (self.share_steps is None or self.step < self.share_steps)
         if self.weights or sharing:
@@ -141,7 +170,13 @@ class AttentionStore:
     def _record(self, probs: torch.Tensor) -> None:
         b, _, n, t = probs.shape
         h, w = self.latent_hw
-        shrink = math.isqrt(h * w // n)  # this layer's grid is the latent grid shrunk `shrink` times
+        shrink = math.isqrt(h * w // n) if n <= h * w else 0  # this layer's grid is the latent grid shrunk `shrink` times
+        expected = getattr(self, "_layer_pixels", None)  # set by cross_attention(), which knows the UNet
+        if not shrink or (h // shrink) * (w // shrink) != n or h % shrink or w % shrink or (
+                expected is not None and n not in expected):
+            raise ValueError(f"AttentionStore(latent_hw={self.latent_hw}) does not match this run: a cross-attention "
+                             f"layer sees {n} latent pixels. Give the latent grid of the pictures being made: "
+                             f"(height // 8, width // 8) for SD's VAE.")
         grid = probs.float().mean(dim=1).transpose(1, 2).reshape(b, t, h // shrink, w // shrink)  # mean over heads
         grid = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False) if shrink > 1 else grid
         self._step_sum = grid if self._step_sum is None else self._step_sum + grid
@@ -206,6 +241,9 @@ def cross_attention(unet, store: AttentionStore):
     >>> with cross_attention(pipe.unet, store):
     ...     latents = denoise(pipe.unet, pipe.scheduler, emb, latents, callback=store.end_step)
     """
+    check_instance(store, "store", AttentionStore, "an AttentionStore((height // 8, width // 8), batch, guided)")
+    # the pixels each cross-attention layer sees when the latent grid is store.latent_hw
+    store._layer_pixels = {r["grid"][0] * r["grid"][1] for r in cross_attention_layers(unet, *store.latent_hw)}
     original = unet.attn_processors  # {layer name + ".processor": processor}
     recording = RecordingProcessor(store)
     unet.set_attn_processor({name: recording if name.endswith("attn2.processor") else proc

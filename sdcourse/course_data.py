@@ -62,8 +62,7 @@ PICTURES = {
 }
 
 
-def draw_picture(name: str, size: int) -> Image.Image:
-    """Draw the course picture ``name`` at ``size`` x ``size`` pixels (size: a multiple of 64, at least 64)."""
+def _check_name_and_size(name, size) -> tuple[str, int]:
     if not isinstance(name, str):
         raise TypeError(f"name must be the name of one course picture ({', '.join(PICTURES)}); got {name!r}")
     if name not in PICTURES:
@@ -71,12 +70,20 @@ def draw_picture(name: str, size: int) -> Image.Image:
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 64 or size % 64 or size > MAX_SIDE:
         raise ValueError(f"size must be a multiple of 64 pixels from 64 to {MAX_SIDE} (64, 128, ..., 512), "
                          f"got {size!r}")
-    size = int(size)
+    return name, int(size)
+
+
+def draw_picture(name: str, size: int) -> Image.Image:
+    """Draw the course picture ``name`` at ``size`` x ``size`` pixels (size: a multiple of 64, at least 64)."""
+    name, size = _check_name_and_size(name, size)
     return PICTURES[name][1](size)
 
 
 def data_file(name: str, size: int) -> Path:
-    """Where ``scripts/make_data.py`` saves picture ``name`` at ``size`` px: ``data/<name>_<size>.png``."""
+    """Where ``scripts/make_data.py`` saves picture ``name`` at ``size`` px: ``data/<name>_<size>.png``.
+
+    ``name`` must be one of the course pictures (:data:`PICTURES`), so the path is always inside ``data/``."""
+    name, size = _check_name_and_size(name, size)
     return DATA_DIR / f"{name}_{size}.png"
 
 

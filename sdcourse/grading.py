@@ -204,7 +204,8 @@ def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_ti
     except Exception as exc:  # not JSON, not a notebook, unreadable
         return all_zero(f"{path.name} is not a readable notebook ({type(exc).__name__}); nothing could be graded")
     present = _check_cell_ids(nb)
-    if present and not present & {ex.grade_id for ex in expected}:  # e.g. chapter 07's notebook saved as 06_...
+    own = _check_cell_ids(nbformat.read(str(source), as_version=4))  # the chapter's answer and check cells
+    if present and not present & own:  # e.g. chapter 07's notebook saved as 06_...
         return all_zero(f"{path.name} holds the check cells {', '.join(sorted(present))}, none of {chapter}'s: "
                         f"it looks like another chapter's notebook; nothing could be graded")
     target = course / "submitted" / student / chapter
@@ -254,7 +255,10 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
     notebook, raises, runs past the time limit or lacks check cells scores 0 for what it could not
     show, with a note saying why; grading carries on with the next file. Hidden folders
     (``.ipynb_checkpoints``) are not students; a student's second file for the same chapter is
-    noted and not graded (the one nearest the top of the folder is); an empty folder gets a note.
+    noted and not graded (the one nearest the top of the folder is). Every student folder is in the
+    gradebook: one with nothing to grade (empty, or no chapter notebook) gets a row saying so, and a folder
+    name that nbgrader cannot take as an id (``zoë``, ``a b``) is graded under a stand-in id and reported
+    under its own name. The output folder is never graded, even when it is inside ``submissions``.
     Bad arguments (no student folders, no graded source notebooks, an output folder that cannot be
     written, a time limit outside 1 s to a day) are refused before anything is graded.
 
@@ -265,15 +269,18 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
     submissions = _check_submissions(submissions)
     check_seconds(notebook_timeout, "notebook_timeout"), check_seconds(cell_timeout, "cell_timeout")
     jobs = check_int(jobs, "jobs", low=1, high=64, example=2)
+    if check_path(out_dir, "out_dir", "grades").resolve() == submissions.resolve():
+        raise ValueError(f"out_dir={str(out_dir)!r} is the submissions folder itself; its feedback/ folder would "
+                         f"be read as a student next time. Give another folder, e.g. 'grades'.")
     out_dir = check_writable_dir(out_dir, "out_dir", "grades")  # before the long work, not after
     sources = {chapter_of(p.name): p for p in graded_notebooks(source_dir)}
     notes: dict[str, list[str]] = {}
-    tasks: list[tuple[str, Path, str]] = []  # (student, notebook, chapter), in gradebook order
-    for folder in _student_folders(submissions):
+    tasks: list[tuple[str, str, Path, str]] = []  # (student, id for nbgrader, notebook, chapter), in gradebook order
+    folders = [f for f in _student_folders(submissions) if f.resolve() != out_dir.resolve()]  # --out inside it
+    for number, folder in enumerate(folders):
         student = folder.name
-        if not STUDENT_ID.match(student):
-            notes.setdefault(student, []).append(f"folder name {student!r} is not usable as a student id; skipped")
-            continue
+        # nbgrader takes plain ASCII ids only; any other folder name (zoë, "a b") is graded under a stand-in id
+        grader_id = student if STUDENT_ID.match(student) else f"student-{number:04d}-sdcourse"
         files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (len(p.parts), p))
         if not files:
             notes.setdefault(student, []).append("the folder is empty: no notebook was submitted")
@@ -290,9 +297,13 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
                     f"(graded: {graded_chapters[chapter].relative_to(folder)})")
                 continue
             graded_chapters[chapter] = path
-            tasks.append((student, path, chapter))
+            tasks.append((student, grader_id, path, chapter))
     graded = _grade_all(tasks, sources, notebook_timeout, cell_timeout, progress, jobs)
     rows = [row for task_rows in graded for row in task_rows]
+    for student in sorted({f.name for f in folders} - {r.student for r in rows}):  # nothing graded: say why
+        why = "; ".join(notes.get(student, [])) or "no graded chapter notebook"
+        rows.append(Row(student, "-", "-", 0.0, 0.0, f"nothing graded: {why}"))
+    rows.sort(key=lambda r: r.student)  # stable: each student's rows keep their order
     write_gradebook(rows, out_dir, notes)
     return rows
 
@@ -300,6 +311,8 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
 def _grade_all(tasks, sources: dict[str, Path], notebook_timeout: float, cell_timeout: float, progress: bool,
                jobs: int) -> list[list[Row]]:
     """Grade every (student, notebook, chapter) of ``tasks``, ``jobs`` at a time; one list of rows per task."""
+    if not tasks:
+        return []
     jobs = max(1, min(jobs, len(tasks)))  # no idle course folders
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     lock = threading.Lock()
@@ -307,18 +320,21 @@ def _grade_all(tasks, sources: dict[str, Path], notebook_timeout: float, cell_ti
         # Every chapter is released once; each job then grades in a copy of that course folder of its own.
         courses = [Path(tmp) / f"course{k}" for k in range(jobs)]
         courses[0].mkdir()
-        _release(courses[0], [sources[chapter] for chapter in dict.fromkeys(task[2] for task in tasks)])
+        _release(courses[0], [sources[chapter] for chapter in dict.fromkeys(task[3] for task in tasks)])
         for course in courses[1:]:
             shutil.copytree(courses[0], course)
 
         def grade_task(task) -> list[Row]:
-            student, path, chapter = task
+            student, grader_id, path, chapter = task
             with lock:
                 course = courses.pop()
                 if progress:
                     print(f"grading {student} / {path.name}", flush=True)
             try:
-                return _grade_one(course, student, path, sources[chapter], notebook_timeout, cell_timeout, threads)
+                rows = _grade_one(course, grader_id, path, sources[chapter], notebook_timeout, cell_timeout, threads)
+                for row in rows:
+                    row.student = student
+                return rows
             finally:
                 with lock:
                     courses.append(course)
@@ -380,7 +396,7 @@ def write_gradebook(rows: list[Row], out_dir: Path, notes: dict[str, list[str]] 
 def summary_table(rows: list[Row]) -> str:
     """Points per student and chapter as a plain-text table (what ``grade`` prints at the end)."""
     students = sorted({r.student for r in rows})
-    chapters = sorted({r.chapter for r in rows})
+    chapters = sorted({r.chapter for r in rows} - {"-"})  # "-": a student with nothing graded
     table = [["student", *chapters, "total"]]
     for s in students:
         line = [s]

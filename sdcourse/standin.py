@@ -29,6 +29,7 @@ Example::
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -57,6 +58,7 @@ SD14_TEXT = dict(  # openai/clip-vit-large-patch14, text tower (special-token id
     max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=768,
     bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
 )
+MARKER = "sdcourse_standin.json"  # written into every stand-in folder: only such a folder is ever replaced
 SD14_SCHEDULER = dict(  # scheduler/scheduler_config.json of CompVis/stable-diffusion-v1-4
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
     steps_offset=1, prediction_type="epsilon", skip_prk_steps=True, set_alpha_to_one=False,
@@ -107,13 +109,19 @@ def build_standin(folder: str | os.PathLike, full_size: bool = False, seed: int 
     from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
-    folder = Path(folder)
+    from .validate import check_instance, check_path, check_seed
+
+    folder = check_path(folder, "folder", "/tmp/sd-standin")
+    check_instance(full_size, "full_size", bool, "True or False")
+    seed = check_seed(seed)
     if folder.resolve() == MINI_MODEL_DIR:
         raise ValueError(f"folder {str(folder)!r} is the bundled mini model; give another folder for the stand-in.")
     if folder.exists():
-        if not (folder / "model_index.json").is_file() and any(folder.iterdir()):
-            raise ValueError(f"folder {str(folder)!r} exists and is not a pipeline folder; give an empty "
-                             f"or new folder for the stand-in.")
+        if not folder.is_dir():
+            raise ValueError(f"folder {str(folder)!r} is a file; give an empty or new folder for the stand-in.")
+        if any(folder.iterdir()) and not (folder / MARKER).is_file():
+            raise ValueError(f"folder {str(folder)!r} holds files that build_standin did not write (it has no "
+                             f"{MARKER}); nothing was changed. Give an empty or new folder for the stand-in.")
         shutil.rmtree(folder)
     parts = build_models("cpu", torch.float32, full_size=full_size, seed=seed)
     pipe = StableDiffusionPipeline(
@@ -121,4 +129,6 @@ def build_standin(folder: str | os.PathLike, full_size: bool = False, seed: int 
         scheduler=PNDMScheduler.from_config(SD14_SCHEDULER), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     pipe.save_pretrained(folder)
+    (folder / MARKER).write_text(json.dumps({"made_by": "sdcourse.standin.build_standin", "full_size": full_size,
+                                             "seed": seed}) + "\n")
     return folder

@@ -310,6 +310,8 @@ def stability_limit(order: int, tolerance: float = 1e-9) -> float:
     [2.0, 1.0, 0.545455, 0.3]
     """
     order = check_int(order, "order", 1, MAX_ORDER, example=4)
+    tolerance = check_number(tolerance, "tolerance", 1e-12, 1e-3, example=1e-9,
+                             meaning=" (the bisection stops when the bracket is this narrow)")
     grid = np.linspace(0, -4, 4001)[1:]  # candidate h * mu, 0.001 apart
     unstable = next((z for z in grid if not is_stable(order, z)), None)
     if unstable is None:

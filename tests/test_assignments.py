@@ -157,6 +157,17 @@ def graded(student_dir, tmp_path_factory):
     deleted.cells = [c for c in deleted.cells if c.get("id") != "ch10-ex-01-check"]
     nbformat.write(deleted, str(subs / "bad" / "10_speed_and_memory.ipynb"))
     (subs / "bad" / "notes.txt").write_text("not a chapter")
+    no_checks = trim(nbformat.read(str(NOTEBOOKS / "03_inside_the_pipeline.ipynb"), as_version=4))
+    no_checks.cells = [c for c in no_checks.cells if not c.get("id", "").endswith("-check")]  # every check cell
+    nbformat.write(no_checks, str(subs / "bad" / "03_inside_the_pipeline.ipynb"))
+    # Folder names that nbgrader cannot take as student ids, and folders with nothing to grade.
+    first = trim(nbformat.read(str(NOTEBOOKS / "01_pipeline.ipynb"), as_version=4))
+    for who in ("zoë", "bad name"):
+        (subs / who).mkdir()
+        nbformat.write(first, str(subs / who / "01_pipeline.ipynb"))
+    (subs / "empty").mkdir()
+    (subs / "notes only").mkdir()
+    (subs / "notes only" / "readme.md").write_text("no notebook here")
     out = tmp_path_factory.mktemp("grades")
     start = time.perf_counter()
     rows = grading.grade(subs, out, NOTEBOOKS, notebook_timeout=300, cell_timeout=240, progress=False, jobs=2)
@@ -168,7 +179,8 @@ def test_solutions_get_full_marks(graded):
     rows, _ = graded
     # two jobs at a time, yet the gradebook keeps the order of one: students by name, then chapters
     order = [(r.student, r.chapter) for r in rows]
-    assert order == sorted(order) and len({r.student for r in rows}) == 4
+    assert order == sorted(order)
+    assert {r.student for r in rows} == {"bad", "bad name", "empty", "notes only", "solution", "untouched", "wrong", "zoë"}
     mine = [r for r in rows if r.student == "solution"]
     assert len(mine) == sum(len(grading.exercises(p)) for p in chapters())
     assert all(r.points == r.max_points > 0 for r in mine), [(r.exercise, r.note) for r in mine if r.points < r.max_points]
@@ -206,6 +218,24 @@ def test_bad_submissions_get_zero_with_a_reason_and_grading_goes_on(graded):
     assert len(table) == len(rows) and set(table[0]) >= {"student", "chapter", "exercise", "points"}
     summary = grading.summary_table(rows)
     assert "solution" in summary and "ch10" in summary
+    deleted = [r for r in rows if r.student == "bad" and r.chapter == "ch03"]
+    assert deleted and all(r.points == 0 and f"check cell {r.exercise} was deleted" in r.note for r in deleted)
+
+
+def test_every_student_folder_is_in_the_gradebook_and_the_table(graded):
+    rows, out = graded
+    for who in ("zoë", "bad name"):  # not usable as nbgrader ids: graded under a stand-in id, shown by name
+        mine = [r for r in rows if r.student == who]
+        assert mine and all(r.points == r.max_points > 0 for r in mine), [(r.exercise, r.note) for r in mine]
+        assert (out / "feedback" / f"{who}.md").is_file()
+    empty = {r.student: r for r in rows if r.chapter == "-"}
+    assert set(empty) == {"empty", "notes only"}
+    assert "the folder is empty" in empty["empty"].note and "readme.md" in empty["notes only"].note
+    with open(out / "gradebook.csv", encoding="utf-8") as f:
+        assert {row["student"] for row in csv.DictReader(f)} == {r.student for r in rows}
+    table = grading.summary_table(rows).splitlines()
+    assert {line.split("  ")[0].strip() for line in table[1:]} == {r.student for r in rows}
+    assert " - " not in table[0]  # no column for "nothing graded"
 
 
 def test_an_endless_loop_hits_the_time_limit(tmp_path):
@@ -223,6 +253,16 @@ def test_an_endless_loop_hits_the_time_limit(tmp_path):
     rows = grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, notebook_timeout=15, cell_timeout=600,
                          progress=False)
     assert rows and all(r.points == 0 and "time limit" in r.note for r in rows), [(r.exercise, r.note) for r in rows]
+
+
+def test_an_output_folder_inside_the_submissions_is_not_a_student(tmp_path):
+    (tmp_path / "subs" / "ada").mkdir(parents=True)
+    (tmp_path / "subs" / "ada" / "notes.txt").write_text("no notebook")
+    for _ in range(2):  # the second time, subs/grades exists and holds a gradebook
+        rows = grading.grade(tmp_path / "subs", tmp_path / "subs" / "grades", NOTEBOOKS, progress=False)
+        assert [r.student for r in rows] == ["ada"] and "notes.txt" in rows[0].note
+    with pytest.raises(ValueError, match="is the submissions folder itself"):
+        grading.grade(tmp_path / "subs", tmp_path / "subs", NOTEBOOKS)
 
 
 def test_bad_arguments_are_refused_in_one_sentence(tmp_path):

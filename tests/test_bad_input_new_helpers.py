@@ -327,7 +327,8 @@ def test_student_names_that_differ_only_in_case_are_refused(tmp_path):
 
 def test_an_empty_student_folder_gets_a_note(tmp_path):
     (tmp_path / "subs" / "carol").mkdir(parents=True)
-    assert grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, progress=False) == []
+    rows = grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, progress=False)
+    assert rows == [grading.Row("carol", "-", "-", 0.0, 0.0, "nothing graded: the folder is empty: no notebook was submitted")]
     feedback = (tmp_path / "out" / "feedback" / "carol.md").read_text()
     assert "no notebook was submitted" in feedback
 

@@ -51,7 +51,48 @@ def test_the_full_size_setting_is_sd_v1_4():
 
 def test_it_refuses_to_overwrite_other_folders(tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not a pipeline folder"):
+    with pytest.raises(ValueError, match="did not write"):
         build_standin(tmp_path)
     with pytest.raises(ValueError, match="mini model"):
         build_standin(sdcourse.MINI_MODEL_DIR)
+
+
+def test_it_never_replaces_a_real_pipeline_folder(tmp_path):
+    """A folder with a model_index.json and other files (a real or trained pipeline) is left exactly as it was."""
+    import shutil
+
+    real = tmp_path / "real"
+    shutil.copytree(sdcourse.MINI_MODEL_DIR, real)
+    (real / "notes.txt").write_text("keep me")
+    before = {p.relative_to(real): p.read_bytes() for p in real.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="nothing was changed"):
+        build_standin(real)
+    assert {p.relative_to(real): p.read_bytes() for p in real.rglob("*") if p.is_file()} == before
+
+
+def test_it_replaces_its_own_folder_and_only_that(tmp_path):
+    folder = build_standin(tmp_path / "sd", seed=1)
+    assert (folder / "sdcourse_standin.json").is_file()
+    (folder / "unet" / "leftover.bin").write_bytes(b"x")
+    build_standin(folder, seed=2)  # an earlier stand-in of its own: replaced whole
+    assert not (folder / "unet" / "leftover.bin").exists() and '"seed": 2' in (folder / "sdcourse_standin.json").read_text()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        build_standin(tmp_path / "file")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(folder=None), TypeError, "folder must be a path"),
+    (dict(folder=""), TypeError, "folder must be a path"),
+    (dict(folder=3), TypeError, "folder must be a path"),
+    (dict(full_size="yes"), TypeError, "full_size must be True or False"),
+    (dict(full_size=1), TypeError, "full_size must be True or False"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(seed=1.5), TypeError, "seed"),
+    (dict(seed="0"), TypeError, "seed"),
+])
+def test_bad_arguments_are_refused_before_anything_is_written(tmp_path, kwargs, error, match):
+    args = {"folder": tmp_path / "sd", **kwargs}
+    with pytest.raises(error, match=match):
+        build_standin(args.pop("folder"), **args)
+    assert not (tmp_path / "sd").exists()

@@ -193,7 +193,7 @@ def test_unet_trains_on_a_varied_pool_with_each_entrys_caption(tmp_path, monkeyp
     (dict(smooth_weight=10.0), "smoothness penalty"),
     (dict(smooth_steps=100), "smoothness penalty"),
     (dict(smooth_weight=10.0, smooth_steps=20000), "smoothness penalty"),
-    (dict(smooth_weight=-1.0, smooth_steps=100), "smoothness penalty"),
+    (dict(smooth_weight=-1.0, smooth_steps=100), "smooth_weight must be from 0"),
 ])
 def test_bad_world_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -357,3 +357,88 @@ def test_fit_decoder_refuses_bad_options_in_one_line(tmp_path, capsys, extra, ma
     with pytest.raises(SystemExit):
         load_script("scripts/fit_decoder.py").main(["--out", str(tmp_path), "--export", str(tmp_path / "m"), *extra])
     assert match in capsys.readouterr().err
+
+
+def test_every_number_of_the_recipe_has_limits():
+    numeric = {f.name for f in fields_of_recipe() if isinstance(f.default, (int, float)) and not isinstance(f.default, bool)}
+    assert numeric == set(train.LIMITS)
+    train.Recipe()  # the shipped recipe is inside them
+
+
+def fields_of_recipe():
+    from dataclasses import fields
+
+    return fields(train.Recipe)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(caption_dropout=5.0), "caption_dropout must be from 0 to 1"),
+    (dict(caption_part_dropout=-0.1), "caption_part_dropout"),
+    (dict(unet_lr=-1e-4), "unet_lr must be from"),
+    (dict(vae_lr=0.0), "vae_lr must be from"),
+    (dict(decoder_lr=float("nan")), "decoder_lr"),
+    (dict(unet_lr=float("inf")), "unet_lr"),
+    (dict(unet_batch=0), "unet_batch must be from 1"),
+    (dict(vae_batch=-3), "vae_batch"),
+    (dict(smooth_batch=0), "smooth_batch"),
+    (dict(ema_decay=2.0), "ema_decay must be from 0 to 1 (not included)"),
+    (dict(ema_decay=1.0), "ema_decay"),
+    (dict(vae_steps=0), "vae_steps must be from 1"),
+    (dict(unet_steps=0), "unet_steps must be from 1"),
+    (dict(unet_steps=-5), "unet_steps"),
+    (dict(decoder_steps=-1), "decoder_steps"),
+    (dict(robust_decoder_steps=-1), "robust_decoder_steps"),
+    (dict(polish_steps=-1), "polish_steps"),
+    (dict(polish_samples=0), "polish_samples"),
+    (dict(polish_sampling_steps=0), "polish_sampling_steps"),
+    (dict(polish_sampling_steps=5000), "polish_sampling_steps"),
+    (dict(polish_draw_batch=0), "polish_draw_batch"),
+    (dict(polish_guidances=()), "polish_guidances"),
+    (dict(polish_guidances=(7.5, -1.0)), "polish_guidances"),
+    (dict(polish_guidances=(1e9,)), "polish_guidances"),
+    (dict(unet_warmup=-1), "unet_warmup"),
+    (dict(vae_warmup=-10), "vae_warmup"),
+    (dict(decoder_warmup=-1), "decoder_warmup"),
+    (dict(grad_clip=0.0), "grad_clip"),
+    (dict(lr_floor=1.5), "lr_floor"),
+    (dict(lr_floor=-0.1), "lr_floor"),
+    (dict(snr_gamma=0.0), "snr_gamma"),
+    (dict(offset_noise=-0.1), "offset_noise"),
+    (dict(latent_noise=-0.3), "latent_noise"),
+    (dict(unet_weight_decay=-0.01), "unet_weight_decay"),
+    (dict(vae_l1_weight=-1.0), "vae_l1_weight"),
+    (dict(vae_kl_weight=-1.0), "vae_kl_weight"),
+    (dict(decoder_l1_weight=-1.0), "decoder_l1_weight"),
+    (dict(smooth_delta=0.0), "smooth_delta"),
+    (dict(seed=-1), "seed"),
+    (dict(seed=1.5), "seed must be a whole number"),
+    (dict(unet_steps=2.5), "unet_steps must be a whole number"),
+    (dict(unet_steps="100"), "unet_steps must be a whole number"),
+    (dict(unet_lr="fast"), "unet_lr must be a number"),
+    (dict(unet_batch=True), "unet_batch must be a whole number"),
+    (dict(look_strength=float("nan")), "look_strength"),
+])
+def test_the_recipe_refuses_nonsense(kwargs, match):
+    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        train.Recipe(**kwargs)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--caption-dropout", "5"], "caption_dropout must be from 0 to 1"),
+    (["--unet-lr=-1e-4"], "unet_lr must be from"),
+    (["--unet-batch", "0"], "unet_batch"),
+    (["--ema-decay", "2"], "ema_decay"),
+    (["--vae-steps", "-3"], "vae_steps"),
+    (["--unet-steps", "0"], "unet_steps"),
+    (["--looks-per-scene", "4"], "--polish-steps 0"),
+    (["--out", ""], "give a folder's path"),
+    (["--export", " "], "give a folder's path"),
+    (["--threads", "-1"], "--threads must be 0"),
+    (["--unet-steps", "ten"], "invalid int value"),
+])
+def test_the_training_command_refuses_nonsense_in_one_line(argv, match, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--out", str(tmp_path / "run"), *argv] if "--out" not in argv else argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err and match in err.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()  # nothing written

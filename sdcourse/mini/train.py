@@ -127,6 +127,19 @@ class Recipe:
     lr_floor: float = setting(0.1, "the cosine ends at this fraction of the peak learning rate, every stage")
 
     def __post_init__(self):
+        for name, (low, high, closed) in LIMITS.items():
+            value = getattr(self, name)
+            kind = int if isinstance(dict(fields_by_name())[name].default, int) else float
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+                raise ValueError(f"{name} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
+            inside = low <= value <= high if closed else low <= value < high
+            if not math.isfinite(value) or not inside:
+                raise ValueError(f"{name} must be from {low:g} to {high:g}{'' if closed else ' (not included)'}"
+                                 f", got {value!r}")
+        if not self.polish_guidances or not all(isinstance(g, (int, float)) and 0 <= g <= 100
+                                                for g in self.polish_guidances):
+            raise ValueError(f"polish_guidances must be one or more guidance scales from 0 to 100, "
+                             f"got {self.polish_guidances!r}")
         if self.looks_per_scene < 0 or not 0 <= self.look_strength <= 1:
             raise ValueError(f"looks_per_scene must be 0 or more and look_strength 0-1; got {self.looks_per_scene} "
                              f"and {self.look_strength}")
@@ -157,6 +170,30 @@ class Recipe:
             "decoder_polish": self.seed + 13,
             "looks": self.seed + 17,  # the looks of the UNet's latent pool
         }[stage]
+
+
+BIG = 10**9
+# What each setting may be: (lowest, highest, highest included). Step counts of the stages that make the weights
+# (the VAE, the UNet) start at 1: a run with none of them would export random weights.
+LIMITS = {
+    "seed": (0, 2**63 - 1, True), "looks_per_scene": (0, 1000, True), "look_strength": (0, 1, True),
+    "vae_steps": (1, BIG, True), "vae_batch": (1, 4096, True), "vae_lr": (1e-12, 1, True), "vae_warmup": (0, BIG, True),
+    "vae_l1_weight": (0, 1e3, True), "vae_kl_weight": (0, 1e3, True), "decoder_steps": (0, BIG, True),
+    "decoder_lr": (1e-12, 1, True), "decoder_warmup": (0, BIG, True), "decoder_l1_weight": (0, 1e3, True),
+    "subject_weight": (0, 1e3, True), "robust_decoder_steps": (0, BIG, True), "robust_decoder_lr": (1e-12, 1, True),
+    "latent_noise": (0, 10, True), "unet_steps": (1, BIG, True), "unet_batch": (1, 4096, True),
+    "unet_lr": (1e-12, 1, True), "unet_warmup": (0, BIG, True), "unet_weight_decay": (0, 10, True),
+    "caption_dropout": (0, 1, True), "caption_part_dropout": (0, 1, True), "offset_noise": (0, 10, True),
+    "snr_gamma": (1e-6, 1e6, True), "ema_decay": (0, 1, False), "smooth_weight": (0, 1e3, True),
+    "smooth_steps": (0, BIG, True), "smooth_batch": (1, 4096, True), "smooth_delta": (1e-6, 10, True),
+    "polish_steps": (0, BIG, True), "polish_samples": (1, 10**6, True), "polish_lr": (1e-12, 1, True),
+    "polish_sampling_steps": (1, 1000, True), "polish_draw_batch": (1, 4096, True), "grad_clip": (1e-6, 1e6, True),
+    "lr_floor": (0, 1, True),
+}
+
+
+def fields_by_name():
+    return [(f.name, f) for f in fields(Recipe)]
 
 
 HELD_EVERY = 97  # every 97th scene (18 of them) measures the VAE's PSNR in the logs
@@ -700,8 +737,8 @@ def halve_weights(folder: Path, keep_float32: tuple[str, ...] = ()):
 def parse_args(argv=None) -> tuple[argparse.Namespace, Recipe]:
     """The run's options, and the :class:`Recipe` made of the others (one option per field)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
-    ap.add_argument("--export", type=Path, default=MINI_MODEL_DIR, help="where the trained diffusers folder goes")
+    ap.add_argument("--out", type=folder_path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
+    ap.add_argument("--export", type=folder_path, default=MINI_MODEL_DIR, help="where the trained diffusers folder goes")
     ap.add_argument("--decoder-only", action="store_true", help="stop after the decoder stages (2 and 4)")
     ap.add_argument("--export-now", action="store_true",
                     help="export the latest checkpoints (EMA weights) without training further")
@@ -715,8 +752,21 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Recipe]:
         else:
             recipe.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
     args = ap.parse_args(argv)
+    if args.threads < 0:
+        ap.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     values = {f.name: getattr(args, f.name) for f in fields(Recipe)}
-    return args, Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    try:
+        recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except ValueError as err:  # one line, as argparse's own errors
+        ap.error(f"{err} (each setting is the option of the same name: unet_lr is --unet-lr)")
+    return args, recipe
+
+
+def folder_path(text: str) -> Path:
+    """An argparse type: a folder's path, not empty (an empty one would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a folder's path, not an empty string")
+    return Path(text)
 
 
 def steps_done(out: Path) -> dict:

@@ -1,0 +1,171 @@
+"""Bad input, second round: the attention formula and store, the stability limits, the course pictures.
+
+Each case is an input a careful tester tried. It must get one sentence naming the argument (a ``TypeError``
+or ``ValueError`` raised at the door), never a traceback from inside torch or numpy, never a hang and never a
+result computed from nonsense. The training recipe's and the commands' cases live beside their other tests
+(``test_train.py``, ``test_evaluate.py``, ``test_standin.py``, ``test_assignments.py``).
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import sdcourse
+from sdcourse import attention as at
+from sdcourse import course_data, stiffness
+
+
+@pytest.fixture(scope="module")
+def unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(sdcourse.MINI_MODEL_DIR, subfolder="unet").eval()
+
+
+@pytest.fixture(scope="module")
+def attn(unet):
+    return unet.get_submodule(at.cross_attention_layers(unet)[0]["name"])
+
+
+def _good(attn):
+    c, d = attn.to_q.in_features, attn.to_k.in_features
+    return torch.zeros(1, 64, c), torch.zeros(1, 77, d)
+
+
+# ---------------------------------------------------------------- attention_by_formula
+FORMULA_CASES = [  # (what to change, error, words in the message)
+    (dict(attn=None), TypeError, "attn must be a diffusers Attention layer"),
+    (dict(attn="attn2"), TypeError, "attn must be"),
+    (dict(attn=torch.nn.Linear(4, 4)), TypeError, "attn must be"),
+    (dict(hidden_states=None), TypeError, "hidden_states must be a torch.Tensor"),
+    (dict(hidden_states=np.zeros((1, 64, 32), dtype=np.float32)), TypeError, "torch.from_numpy"),
+    (dict(hidden_states=torch.zeros(64, 32)), ValueError, "hidden_states must have 3 dimensions"),
+    (dict(hidden_states=torch.zeros(1, 1, 64, 32)), ValueError, "hidden_states must have 3 dimensions"),
+    (dict(hidden_states=torch.zeros(1, 64, 31)), ValueError, "hidden_states must be (batch, pixels"),
+    (dict(hidden_states=torch.zeros(1, 64, 32, dtype=torch.long)), TypeError, "floating-point"),
+    (dict(hidden_states=torch.full((1, 64, 32), float("nan"))), ValueError, "hidden_states"),
+    (dict(hidden_states=torch.zeros(1, 0, 32)), ValueError, "empty"),
+    (dict(text=None), TypeError, "text must be a torch.Tensor"),
+    (dict(text=torch.zeros(77, 128)), ValueError, "text must have 3 dimensions"),
+    (dict(text=torch.zeros(1, 77, 127)), ValueError, "text must be (batch, 77"),
+    (dict(text=torch.zeros(2, 77, 128)), ValueError, "same batch size"),
+    (dict(text=torch.full((1, 77, 128), float("inf"))), ValueError, "text"),
+    (dict(text=torch.zeros(1, 77, 128, dtype=torch.int32)), TypeError, "floating-point"),
+    (dict(text="a red circle"), TypeError, "text must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("change, error, words", FORMULA_CASES)
+def test_attention_by_formula_checks_its_inputs(attn, change, error, words):
+    hidden, text = _good(attn)
+    assert (hidden.shape[-1], text.shape[-1]) == (32, 128)  # the cases are written for this layer's sizes
+    args = {"attn": attn, "hidden_states": hidden, "text": text, **change}
+    with pytest.raises(error, match=words.replace("(", r"\(")):
+        at.attention_by_formula(args["attn"], args["hidden_states"], args["text"])
+
+
+def test_attention_by_formula_still_matches_the_layer(attn):
+    hidden, text = torch.randn(2, 64, attn.to_q.in_features), torch.randn(2, 77, attn.to_k.in_features)
+    out, probs = at.attention_by_formula(attn, hidden, text)
+    assert torch.allclose(out, attn(hidden, encoder_hidden_states=text), atol=1e-5)
+    assert torch.allclose(probs.sum(-1), torch.ones(1), atol=1e-5)
+
+
+# ---------------------------------------------------------------- AttentionStore
+STORE_CASES = [  # keyword arguments of AttentionStore, error, words
+    (dict(latent_hw=8), TypeError, "latent_hw must be the latent grid"),
+    (dict(latent_hw=(8,)), TypeError, "latent_hw must be the latent grid"),
+    (dict(latent_hw=(8, 8, 8)), TypeError, "latent_hw must be the latent grid"),
+    (dict(latent_hw="8x8"), TypeError, "latent_hw must be the latent grid"),
+    (dict(latent_hw=(0, 8)), ValueError, "latent_hw must be from 1"),
+    (dict(latent_hw=(8, -8)), ValueError, "latent_hw must be from 1"),
+    (dict(latent_hw=(8.5, 8)), TypeError, "latent_hw must be a whole number"),
+    (dict(latent_hw=(8, 100000)), ValueError, "latent_hw"),
+    (dict(batch=0), ValueError, "batch must be from 1"),
+    (dict(batch=-1), ValueError, "batch"),
+    (dict(batch=1.5), TypeError, "batch must be a whole number"),
+    (dict(batch="1"), TypeError, "batch must be a whole number"),
+    (dict(guided="yes"), TypeError, "guided must be True or False"),
+    (dict(guided=1), TypeError, "guided must be True or False"),
+    (dict(share_maps="no"), TypeError, "share_maps must be True or False"),
+    (dict(keep_steps=None), TypeError, "keep_steps must be True or False"),
+    (dict(share_steps=-1), ValueError, "share_steps"),
+    (dict(share_steps=2.5), TypeError, "share_steps"),
+    (dict(weights=[2, 3.0]), TypeError, "weights must be a dict"),
+    (dict(weights={2: "strong"}), TypeError, "weights: factor"),
+    (dict(weights={2: -1.0}), ValueError, "weights: factor"),
+    (dict(weights={2: float("nan")}), ValueError, "weights: factor"),
+    (dict(weights={2: 1e9}), ValueError, "weights: factor"),
+    (dict(weights={0: 2.0}), ValueError, "token index must be a word"),
+    (dict(weights={76: 2.0}), ValueError, "token index must be a word"),
+    (dict(weights={77: 2.0}), ValueError, "token index must be a word"),
+    (dict(weights={500: 2.0}), ValueError, "token index must be a word"),
+    (dict(weights={-1: 2.0}), ValueError, "token index must be a word"),
+    (dict(weights={"red": 2.0}), TypeError, "token index must be a whole number"),
+    (dict(weights={2.5: 2.0}), TypeError, "token index must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, words", STORE_CASES)
+def test_attention_store_checks_its_settings(kwargs, error, words):
+    args = {"latent_hw": (8, 8), "batch": 1, "guided": True, **kwargs}
+    with pytest.raises(error, match=words):
+        at.AttentionStore(args.pop("latent_hw"), args.pop("batch"), args.pop("guided"), **args)
+
+
+@pytest.mark.parametrize("latent_hw, batch, guided, words", [
+    ((16, 16), 1, True, "does not match this run"),  # the run's grid is 8 x 8
+    ((8, 9), 1, True, "does not match this run"),
+    ((3, 3), 1, True, "does not match this run"),
+    ((1, 1), 1, True, "does not match this run"),
+    ((8, 8), 2, True, "expects 4 rows per UNet call, but the UNet ran with 2"),
+    ((8, 8), 1, False, "expects 1 rows per UNet call, but the UNet ran with 2"),
+    ((8, 8), 3, False, "expects 3 rows"),
+])
+def test_a_store_that_does_not_match_the_run_says_so(unet, latent_hw, batch, guided, words):
+    store = at.AttentionStore(latent_hw, batch, guided)
+    with at.cross_attention(unet, store), pytest.raises(ValueError, match=words):
+        unet(torch.zeros(2, 4, 8, 8), 500, encoder_hidden_states=torch.zeros(2, 77, 128))
+    assert not any(type(p).__name__ == "RecordingProcessor" for p in unet.attn_processors.values())
+
+
+# ---------------------------------------------------------------- stability limits
+@pytest.mark.parametrize("tolerance, error", [
+    (0, ValueError), (0.0, ValueError), (-1e-9, ValueError), (1.0, ValueError), (float("nan"), ValueError),
+    (float("inf"), ValueError), ("small", TypeError), (None, TypeError), (True, TypeError), (1e-30, ValueError),
+])
+def test_stability_limit_refuses_tolerances_that_never_end_or_mean_nothing(tolerance, error):
+    with pytest.raises(error, match="tolerance"):
+        stiffness.stability_limit(4, tolerance=tolerance)
+
+
+@pytest.mark.parametrize("order, error", [(0, ValueError), (-1, ValueError), (99, ValueError), (2.5, TypeError),
+                                          ("4", TypeError), (None, TypeError)])
+def test_stability_limit_refuses_bad_orders(order, error):
+    with pytest.raises(error, match="order"):
+        stiffness.stability_limit(order)
+
+
+def test_stability_limit_at_the_coarsest_tolerance_is_close():
+    assert math.isclose(stiffness.stability_limit(4, tolerance=1e-3), 0.3, abs_tol=1e-3)
+
+
+# ---------------------------------------------------------------- course pictures
+@pytest.mark.parametrize("name, size, error", [
+    ("../../etc/passwd", 64, ValueError), ("../sketch", 64, ValueError), ("/etc/passwd", 64, ValueError),
+    ("sketch/../../x", 64, ValueError), ("", 64, ValueError), ("sketch ", 64, ValueError), ("SKETCH", 64, ValueError),
+    (None, 64, TypeError), (3, 64, TypeError), (b"sketch", 64, TypeError),
+    ("sketch", 0, ValueError), ("sketch", 63, ValueError), ("sketch", -64, ValueError), ("sketch", 64.0, ValueError),
+    ("sketch", "64", ValueError), ("sketch", True, ValueError), ("sketch", 10**6, ValueError),
+    ("sketch", "../64", ValueError),
+])
+def test_data_file_names_only_course_pictures_inside_data(name, size, error):
+    with pytest.raises(error):
+        course_data.data_file(name, size)
+
+
+def test_data_file_is_inside_data_for_every_picture():
+    for name in course_data.PICTURES:
+        path = course_data.data_file(name, 64)
+        assert path.parent == course_data.DATA_DIR and path.name == f"{name}_64.png"
