@@ -311,6 +311,45 @@ def expected_steps(pipe, s: Settings) -> int:
 
 
 # --------------------------------------------------------------------------- the panel
+class KnobError(ValueError):
+    """A knob set from code to a value it cannot show (out of its range, or not a whole number)."""
+
+
+def _strict(widget_class, kind):
+    """``widget_class`` (an ipywidgets slider or number box) whose value, set from code, is never changed behind
+    the caller's back: a value out of the knob's range, or a fraction for a whole-number knob, raises
+    :class:`KnobError` naming the knob, instead of being clamped or rounded to another value."""
+    import math as _math
+    import numbers
+
+    import traitlets
+
+    class Number(traitlets.Int if kind is int else traitlets.Float):
+        def validate(self, obj, value):
+            wanted = numbers.Integral if kind is int else numbers.Real
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                what = "a whole number" if kind is int else "a number"
+                raise KnobError(f"{obj.description or 'value'} must be {what}, got {value!r}; nothing was changed")
+            return kind(value)
+
+    class Strict(widget_class):
+        value = Number(0).tag(sync=True)
+
+        @traitlets.validate("value")
+        def _validate_value(self, proposal):
+            value, name = proposal["value"], self.description or "value"
+            if kind is float and not _math.isfinite(value):
+                raise KnobError(f"{name} must be a finite number, got {value}")
+            low, high = getattr(self, "min", None), getattr(self, "max", None)
+            if low is not None and high is not None and not low <= value <= high:
+                raise KnobError(f"{name} must be from {low:g} to {high:g} on this knob, got {value:g}; "
+                                f"nothing was changed")
+            return value
+
+    Strict.__name__ = Strict.__qualname__ = f"Strict{widget_class.__name__}"
+    return Strict
+
+
 class Playground:
     """The widget panel around :func:`run`. Display it in a notebook (``pg`` on the last line of a cell).
 
@@ -332,22 +371,24 @@ class Playground:
         self.mode = w.ToggleButtons(options=MODES, value=d.mode, description="mode")
         self.prompt = w.Text(d.prompt, description="prompt", layout=full)
         self.negative = w.Text(d.negative, description="negative", placeholder="what to avoid", layout=full)
-        self.n_images = w.IntSlider(d.n_images, min=1, max=4, description="pictures")
-        self.steps = w.IntSlider(d.steps, min=1, max=100, description="steps")
-        self.guidance = w.FloatSlider(d.guidance, min=0, max=20, step=0.5, description="guidance")
-        self.seed = w.IntText(d.seed, description="seed")
+        int_slider, float_slider, int_text = (_strict(w.IntSlider, int), _strict(w.FloatSlider, float),
+                                              _strict(w.IntText, int))
+        self.n_images = int_slider(d.n_images, min=1, max=4, description="pictures")
+        self.steps = int_slider(d.steps, min=1, max=100, description="steps")
+        self.guidance = float_slider(d.guidance, min=0, max=20, step=0.5, description="guidance")
+        self.seed = int_text(d.seed, description="seed")
         self.new_seed = w.Button(description="new seed", icon="dice")
-        self.width = w.IntText(d.width, description="width", step=8)
-        self.height = w.IntText(d.height, description="height", step=8)
+        self.width = int_text(d.width, description="width", step=8)
+        self.height = int_text(d.height, description="height", step=8)
         self.scheduler = w.Dropdown(options=list(SCHEDULERS.items()), value=d.scheduler, description="scheduler")
-        self.strength = w.FloatSlider(d.strength, min=0, max=1, step=0.05, description="strength")
+        self.strength = float_slider(d.strength, min=0, max=1, step=0.05, description="strength")
         self.picture = w.Dropdown(options=[*PICTURES, UPLOAD], value=d.picture, description="picture")
         self.picture_upload = w.FileUpload(accept="image/*", description="upload picture")
         self.mask = w.Dropdown(options=[*MASKS, UPLOAD], value=d.mask, description="mask")
         self.mask_upload = w.FileUpload(accept="image/*", description="upload mask")
         self.prompt_b = w.Text(d.prompt_b, description="prompt B", placeholder="empty: same prompt", layout=full)
-        self.seed_b = w.IntText(d.seed_b, description="seed B")
-        self.frames = w.IntSlider(d.frames, min=2, max=32, description="frames")
+        self.seed_b = int_text(d.seed_b, description="seed B")
+        self.frames = int_slider(d.frames, min=2, max=32, description="frames")
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.progress = w.IntProgress(0, min=0, max=1, description="steps")
@@ -412,6 +453,12 @@ class Playground:
     def restore(self, s: Settings) -> None:
         """Set every knob to the values of ``s`` (what a click on the history strip does)."""
         check_settings(s, open_pictures=False)
+        for key, value in asdict(s).items():  # every knob first, so that a value no knob can show changes nothing
+            knob = getattr(self, key)
+            low, high = getattr(knob, "min", None), getattr(knob, "max", None)
+            if low is not None and high is not None and not low <= value <= high:
+                raise ValueError(f"Settings.{key}={value!r}: the {knob.description} knob goes from {low:g} to "
+                                 f"{high:g}; nothing was restored")
         for key, value in asdict(s).items():
             getattr(self, key).value = value
 

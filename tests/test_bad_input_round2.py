@@ -169,3 +169,59 @@ def test_data_file_is_inside_data_for_every_picture():
     for name in course_data.PICTURES:
         path = course_data.data_file(name, 64)
         assert path.parent == course_data.DATA_DIR and path.name == f"{name}_64.png"
+
+
+# ---------------------------------------------------------------- the playground's knobs, set from code
+@pytest.fixture(scope="module")
+def panel():
+    from sdcourse import playground as pg
+
+    return pg.Playground(sdcourse.load_pipeline("mini", device="cpu"), threaded=False)
+
+
+KNOB_CASES = [  # (knob, value): a value that no knob may quietly turn into another one
+    *[("steps", v) for v in (0, -1, 101, 500, 1000, 2.5, "20", None, True, float("nan"))],
+    *[("n_images", v) for v in (0, 5, 100, -2, 1.5, "4")],
+    *[("guidance", v) for v in (-3, -0.5, 20.5, 100, 1e9, float("nan"), float("inf"), "7.5", None)],
+    *[("strength", v) for v in (-0.1, 1.5, 2, float("nan"), "0.5")],
+    *[("frames", v) for v in (1, 0, 33, 100, 2.5, "8")],
+    *[("seed", v) for v in (1.7, "7", None, 2.0, True)],
+    *[("seed_b", v) for v in (0.5, "1")],
+    *[("width", v) for v in (64.5, "64", None)],
+    *[("height", v) for v in (63.9, "64")],
+]
+
+
+@pytest.mark.parametrize("knob, value", KNOB_CASES)
+def test_a_knob_set_from_code_out_of_its_range_raises_and_keeps_its_value(panel, knob, value):
+    from sdcourse.playground import KnobError
+
+    widget = getattr(panel, knob)
+    before = widget.value
+    with pytest.raises(KnobError, match=knob.replace("n_images", "pictures").replace("seed_b", "seed B")):
+        widget.value = value
+    assert widget.value == before
+
+
+@pytest.mark.parametrize("knob, value", [("steps", 100), ("steps", 1), ("guidance", 0), ("guidance", 20),
+                                         ("strength", 1), ("frames", 32), ("n_images", 4), ("seed", 2**40),
+                                         ("width", 64), ("guidance", 7)])
+def test_values_inside_the_range_are_kept_exactly(panel, knob, value):
+    widget = getattr(panel, knob)
+    before = widget.value
+    widget.value = value
+    assert widget.value == value
+    widget.value = before
+
+
+@pytest.mark.parametrize("change", [dict(steps=500), dict(steps=101), dict(guidance=25.0), dict(guidance=50.0),
+                                    dict(n_images=5), dict(frames=40)])
+def test_restore_refuses_settings_that_the_knobs_cannot_show_and_changes_nothing(panel, change):
+    from dataclasses import asdict, replace
+
+    from sdcourse.playground import Settings
+
+    before = panel.settings()
+    with pytest.raises(ValueError, match="nothing was restored|Settings"):
+        panel.restore(replace(Settings(), seed=123, **change))
+    assert asdict(panel.settings()) == asdict(before)
