@@ -225,17 +225,37 @@ def ideal_jacobian(points: np.ndarray, x: np.ndarray, sigma: float, log_prior: n
     >>> float(ideal_jacobian(two, np.zeros(1), sigma=1.0)[0, 0])  # halfway: w = (1/2, 1/2), covariance 1
     1.0
     """
-    points, x = np.asarray(points, dtype=np.float64), np.asarray(x, dtype=np.float64)
-    if points.ndim != 2 or x.shape != points.shape[1:]:
-        raise ValueError(f"points must be (n, d) and x (d,); got {points.shape} and {x.shape}")
+    points, x = _finite_array(points, "points"), _finite_array(x, "x")
+    if points.ndim != 2 or 0 in points.shape or x.shape != points.shape[1:]:
+        raise ValueError(f"points must be (n, d) with n, d >= 1 and x (d,); got {points.shape} and {x.shape}")
     sigma = check_number(sigma, "sigma", 1e-6, example=1.0)
     log_w = -((points - x) ** 2).sum(1) / (2 * sigma**2)  # the Gaussian likelihood of x for each point
     if log_prior is not None:
-        log_w = log_w + np.asarray(log_prior, dtype=np.float64)
+        try:
+            log_prior = np.asarray(log_prior, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"log_prior must be an array of {len(points)} numbers (log probabilities, -inf for "
+                            f"points ruled out); got {type(log_prior).__name__}") from None
+        if log_prior.shape != (len(points),) or np.isnan(log_prior).any() or np.isposinf(log_prior).any():
+            raise ValueError(f"log_prior must hold one log probability per point ({len(points)}), no NaN or +inf; "
+                             f"got shape {log_prior.shape}")
+        if np.isneginf(log_prior).all():
+            raise ValueError("log_prior rules out every point (all -inf): at least one point must be possible")
+        log_w = log_w + log_prior
     w = np.exp(log_w - log_w.max())
     w /= w.sum()  # the posterior over the points
     centred = points - w @ points
     return centred.T @ (centred * w[:, None]) / sigma**2  # posterior covariance / sigma^2
+
+
+def _finite_array(value, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers; got {type(value).__name__}") from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must hold finite numbers; it has NaN or inf")
+    return array
 
 
 def ideal_guided_eigenvalue(points: np.ndarray, x: np.ndarray, sigma: float, prompt_log_prior: np.ndarray,
@@ -356,6 +376,15 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", nargs="+", type=int, default=[0], help="several seeds: the mean is printed")
     parser.add_argument("--iterations", type=int, default=10)
     args = parser.parse_args(argv)
+    try:  # every value at the door, before the model loads
+        for prompt in args.prompt:
+            check_prompt(prompt)
+        args.guidance = [check_guidance(g) for g in args.guidance]
+        args.sigma = [check_number(v, "--sigma", 1e-6, 1e4, example=1.0) for v in args.sigma]
+        args.seed = [check_seed(v) for v in args.seed]
+        check_int(args.iterations, "--iterations", 1, MAX_ITERATIONS, example=10)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err).replace("guidance_scale", "--guidance"))
 
     from .loader import load_pipeline
 

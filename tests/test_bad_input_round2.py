@@ -225,3 +225,61 @@ def test_restore_refuses_settings_that_the_knobs_cannot_show_and_changes_nothing
     with pytest.raises(ValueError, match="nothing was restored|Settings"):
         panel.restore(replace(Settings(), seed=123, **change))
     assert asdict(panel.settings()) == asdict(before)
+
+
+# ---------------------------------------------------------------- the ideal denoiser
+TWO = np.array([[-1.0], [1.0]])
+
+
+@pytest.mark.parametrize("points, x, sigma, log_prior, error", [
+    (np.array([[np.nan], [1.0]]), np.zeros(1), 1.0, None, ValueError),
+    (np.array([[np.inf], [1.0]]), np.zeros(1), 1.0, None, ValueError),
+    (TWO, np.array([np.nan]), 1.0, None, ValueError),
+    (TWO, np.zeros(2), 1.0, None, ValueError),
+    (TWO, np.zeros((1, 1)), 1.0, None, ValueError),
+    (np.zeros((0, 1)), np.zeros(1), 1.0, None, ValueError),
+    (np.zeros(3), np.zeros(1), 1.0, None, ValueError),
+    ("points", np.zeros(1), 1.0, None, TypeError),
+    ([["a"], ["b"]], np.zeros(1), 1.0, None, TypeError),
+    (TWO, "x", 1.0, None, TypeError),
+    (TWO, np.zeros(1), 0.0, None, ValueError),
+    (TWO, np.zeros(1), -1.0, None, ValueError),
+    (TWO, np.zeros(1), float("nan"), None, ValueError),
+    (TWO, np.zeros(1), "1", None, TypeError),
+    (TWO, np.zeros(1), 1.0, np.array([np.nan, 0.0]), ValueError),
+    (TWO, np.zeros(1), 1.0, np.array([np.inf, 0.0]), ValueError),
+    (TWO, np.zeros(1), 1.0, np.array([-np.inf, -np.inf]), ValueError),
+    (TWO, np.zeros(1), 1.0, np.array([0.0]), ValueError),
+    (TWO, np.zeros(1), 1.0, np.array([0.0, 0.0, 0.0]), ValueError),
+    (TWO, np.zeros(1), 1.0, "uniform", TypeError),
+])
+def test_ideal_jacobian_refuses_what_would_give_nan(points, x, sigma, log_prior, error):
+    with pytest.raises(error):
+        stiffness.ideal_jacobian(points, x, sigma, log_prior)
+
+
+def test_ideal_jacobian_keeps_ruling_out_points_with_minus_inf():
+    assert float(stiffness.ideal_jacobian(TWO, np.zeros(1), 1.0, np.array([0.0, -np.inf]))[0, 0]) == 0.0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--guidance", "nan"], "--guidance must be from 0 to 100"),
+    (["--guidance=-5"], "got -5"),
+    (["--guidance", "1e9"], "--guidance"),
+    (["--sigma", "0"], "--sigma must be from"),
+    (["--sigma=-1"], "--sigma"),
+    (["--sigma", "inf"], "--sigma"),
+    (["--seed=-1"], "seed must be between 0"),
+    (["--iterations", "0"], "--iterations must be from 1"),
+    (["--iterations", "100000"], "--iterations"),
+    (["--prompt"], "expected at least one argument"),
+    (["--seed", "x"], "invalid int value"),
+])
+def test_the_stiffness_command_refuses_bad_values_in_one_line_before_loading(argv, words, capsys, monkeypatch):
+    import sdcourse.loader
+
+    monkeypatch.setattr(sdcourse.loader, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model first"))
+    with pytest.raises(SystemExit) as stop:
+        stiffness.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err and words in err.strip().splitlines()[-1]
