@@ -132,3 +132,12 @@ def test_command_refuses_bad_options_in_one_line(argv, message, capsys, monkeypa
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and message in err.strip().splitlines()[-1]  # usage, then one line: the error
+
+
+@pytest.mark.parametrize("model, message", [("/nonexistent", "does not exist"), ("notes.txt", "Unknown model"),
+                                            ("README.md", "is a file, not a folder")])
+def test_command_refuses_a_model_that_is_not_there_in_one_line(model, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        ev.main(["--model", model, "-n", "1"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err and message in err.strip().splitlines()[-1]

@@ -344,7 +344,10 @@ def main(argv=None):
 
     from ..loader import load_pipeline
 
-    pipe = load_pipeline(args.model, device="cpu", dtype=torch.float32)
+    try:
+        pipe = load_pipeline(args.model, device="cpu", dtype=torch.float32)
+    except (OSError, ValueError) as err:  # a folder that is not there or not a pipeline: one line
+        ap.error(f"--model {args.model}: {err}")
     if args.gate:
         return run_gate_command(pipe, args)
     print(f"{args.n} held-out captions, {args.short} short prompts, {args.steps} steps, "
