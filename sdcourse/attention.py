@@ -97,7 +97,8 @@ def attention_by_formula(attn, hidden_states: torch.Tensor, text: torch.Tensor) 
     text = check_tensor(text, "text", ndim=3)
     c, dim = attn.to_q.in_features, attn.to_k.in_features
     if hidden_states.shape[-1] != c:
-        raise ValueError(f"hidden_states must be (batch, pixels, {c}) for this layer; got shape {tuple(hidden_states.shape)}.")
+        raise ValueError(f"hidden_states must be (batch, pixels, {c}) for this layer; "
+                         f"got shape {tuple(hidden_states.shape)}.")
     if text.shape[-1] != dim:
         raise ValueError(f"text must be (batch, 77, {dim}) text vectors for this layer; got shape {tuple(text.shape)}. "
                          f"An attn1 (self-attention) layer takes no text.")
@@ -152,7 +153,8 @@ class AttentionStore:
         rows = probs.shape[0]
         if rows != self.batch * (2 if self.guided else 1):
             raise ValueError(f"AttentionStore(batch={self.batch}, guided={self.guided}) expects "
-                             f"{self.batch * (2 if self.guided else 1)} rows per UNet call, but the UNet ran with {rows}: "
+                             f"{self.batch * (2 if self.guided else 1)} rows per UNet call, "
+                             f"but the UNet ran with {rows}: "
                              f"give the number of prompts, and guided=True when guidance is above 1.")
         cond = slice(self.batch, None) if self.guided else slice(None)
         sharing = self.share_maps and (self.share_steps is None or self.step < self.share_steps)
@@ -170,7 +172,8 @@ class AttentionStore:
     def _record(self, probs: torch.Tensor) -> None:
         b, _, n, t = probs.shape
         h, w = self.latent_hw
-        shrink = math.isqrt(h * w // n) if n <= h * w else 0  # this layer's grid is the latent grid shrunk `shrink` times
+        # this layer's grid is the latent grid shrunk `shrink` times
+        shrink = math.isqrt(h * w // n) if n <= h * w else 0
         expected = getattr(self, "_layer_pixels", None)  # set by cross_attention(), which knows the UNet
         if not shrink or (h // shrink) * (w // shrink) != n or h % shrink or w % shrink or (
                 expected is not None and n not in expected):
@@ -273,6 +276,8 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
     ['<|startoftext|>', 'a', 'red', 'circle', '<|endoftext|>']
     """
     check_text(prompt, "prompt")
+    if not callable(tokenizer) or not hasattr(tokenizer, "convert_ids_to_tokens"):
+        raise TypeError(f"tokenizer must be a CLIP tokenizer such as pipe.tokenizer; got {type(tokenizer).__name__}.")
     ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
     return [tokenizer.convert_ids_to_tokens(i).replace("</w>", "") for i in ids]
 
@@ -376,6 +381,12 @@ def mass_inside(heat: torch.Tensor, mask: np.ndarray) -> float:
 def heat_colours(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] to RGB (0-255) on a dark-blue -> red -> yellow scale ("inferno"-like)."""
     stops = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=float)
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"values must be an array of numbers in [0, 1]; got {type(values).__name__}.") from None
+    if np.isnan(values).any():
+        raise ValueError("values must be numbers in [0, 1]; they hold NaN (a map of NaN: check the run that made it).")
     x = np.clip(values, 0, 1) * (len(stops) - 1)
     low = np.floor(x).astype(int).clip(0, len(stops) - 2)
     frac = (x - low)[..., None]

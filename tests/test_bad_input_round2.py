@@ -14,6 +14,7 @@ import torch
 import sdcourse
 from sdcourse import attention as at
 from sdcourse import course_data, stiffness
+from sdcourse.shapes import Scene
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +284,73 @@ def test_the_stiffness_command_refuses_bad_values_in_one_line_before_loading(arg
         stiffness.main(argv)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "Traceback" not in err and words in err.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------- the other attention helpers
+@pytest.fixture(scope="module")
+def mini():
+    return sdcourse.load_pipeline("mini", device="cpu")
+
+
+def _attention_cases():
+    from PIL import Image
+
+    img, heat = Image.new("RGB", (64, 64)), torch.rand(8, 8)
+    return {
+        "cross_attention(None)": lambda pipe: at.cross_attention(None, at.AttentionStore((8,8),1,True)).__enter__(),
+        "cross_attention(unet, None)": lambda pipe: at.cross_attention(pipe.unet, None).__enter__(),
+        "cross_attention_layers(None)": lambda pipe: at.cross_attention_layers(None),
+        "cross_attention_layers(h=0)": lambda pipe: at.cross_attention_layers(pipe.unet, 0, 8),
+        "prompt_tokens(None, p)": lambda pipe: at.prompt_tokens(None, "a red circle"),
+        "prompt_tokens(tok, None)": lambda pipe: at.prompt_tokens(pipe.tokenizer, None),
+        "prompt_tokens(tok, 3)": lambda pipe: at.prompt_tokens(pipe.tokenizer, 3),
+        "prompt_tokens(tok, list)": lambda pipe: at.prompt_tokens(pipe.tokenizer, ["a", "b"]),
+        "token_index(word missing)": lambda pipe: at.token_index(pipe.tokenizer, "a red circle", "blue"),
+        "token_index(word None)": lambda pipe: at.token_index(pipe.tokenizer, "a red circle", None),
+        "token_index(word '')": lambda pipe: at.token_index(pipe.tokenizer, "a red circle", ""),
+        "token_index(two words)": lambda pipe: at.token_index(pipe.tokenizer, "a red circle", "red circle"),
+        "token_index(tok None)": lambda pipe: at.token_index(None, "a red circle", "red"),
+        "word_maps(None)": lambda pipe: at.word_maps(None),
+        "token_shares(dict)": lambda pipe: at.token_shares({}),
+        "upsample(heat, 0)": lambda pipe: at.upsample(heat, 0),
+        "upsample(heat, -5)": lambda pipe: at.upsample(heat, -5),
+        "upsample(heat, (8,))": lambda pipe: at.upsample(heat, (8,)),
+        "upsample(heat 3d)": lambda pipe: at.upsample(torch.rand(1,8,8), 64),
+        "upsample(nan)": lambda pipe: at.upsample(torch.full((8,8), float('nan')), 64),
+        "upsample(np)": lambda pipe: at.upsample(np.zeros((8,8)), 64),
+        "colour_mask(img, 'teal')": lambda pipe: at.colour_mask(img, "teal"),
+        "colour_mask(img, None)": lambda pipe: at.colour_mask(img, None),
+        "colour_mask(None, 'red')": lambda pipe: at.colour_mask(None, "red"),
+        "colour_mask(array)": lambda pipe: at.colour_mask(np.zeros((64,64,3)), "red"),
+        "mass_inside(mask float)": lambda pipe: at.mass_inside(heat, np.zeros((8,8))),
+        "heat_colours(None)": lambda pipe: at.heat_colours(None),
+        "heat_colours(nan)": lambda pipe: at.heat_colours(np.array([np.nan])),
+        "heat_colours(str)": lambda pipe: at.heat_colours("x"),
+        "overlay(alpha 2)": lambda pipe: at.overlay(img, heat, 2),
+        "overlay(heat 3d)": lambda pipe: at.overlay(img, torch.rand(1,8,8)),
+        "overlay(img None)": lambda pipe: at.overlay(None, heat),
+        "map_grid(words None)": lambda pipe: at.map_grid(img, None),
+        "map_grid(words bad)": lambda pipe: at.map_grid(img, [("red",)]),
+        "map_grid(words str heat)": lambda pipe: at.map_grid(img, [("red", "x")]),
+        "map_grid(words nonstr)": lambda pipe: at.map_grid(img, [(3, heat)]),
+        "map_grid(cell 0)": lambda pipe: at.map_grid(img, [("red", heat)], cell=0),
+        "map_grid(title 3)": lambda pipe: at.map_grid(img, [("red", heat)], title=3),
+        "generate_with_maps(pipe None)": lambda pipe: at.generate_with_maps(None, "a"),
+        "generate_with_maps(prompts [])": lambda pipe: at.generate_with_maps(pipe, []),
+        "generate_with_maps(steps 0)": lambda pipe: at.generate_with_maps(pipe, "a", steps=0),
+        "generate_with_maps(guidance nan)": lambda pipe: at.generate_with_maps(pipe, "a", guidance=float('nan')),
+        "generate_with_maps(weights bad)": lambda pipe: at.generate_with_maps(pipe, "a red", weights={5: 2.0}),
+        "generate_with_maps(share_steps 99)": lambda pipe: at.generate_with_maps(pipe, ["a", "b"], share_maps=True, share_steps=99, steps=2),
+        "generate_with_maps(height 63)": lambda pipe: at.generate_with_maps(pipe, "a", height=63),
+        "placement(scenes str)": lambda pipe: at.placement(pipe, "a red circle"),
+        "placement(batch 0)": lambda pipe: at.placement(pipe, [Scene("circle", "red", "blue", "center", "large")], batch=0),
+    }
+
+
+ATTENTION_CASES = list(_attention_cases())
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES)
+def test_attention_helpers_refuse_bad_input_in_one_sentence(mini, case):
+    with pytest.raises((TypeError, ValueError)):
+        _attention_cases()[case](mini)

@@ -738,7 +738,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Recipe]:
     """The run's options, and the :class:`Recipe` made of the others (one option per field)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=folder_path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
-    ap.add_argument("--export", type=folder_path, default=MINI_MODEL_DIR, help="where the trained diffusers folder goes")
+    ap.add_argument("--export", type=folder_path, default=MINI_MODEL_DIR,
+                    help="where the trained diffusers folder goes")
     ap.add_argument("--decoder-only", action="store_true", help="stop after the decoder stages (2 and 4)")
     ap.add_argument("--export-now", action="store_true",
                     help="export the latest checkpoints (EMA weights) without training further")
