@@ -69,12 +69,12 @@ def frame_jumps(frames) -> list[float]:
     return [float(np.abs(a - b).mean()) for a, b in zip(arrs[:-1], arrs[1:])]
 
 
-def _draw(pipe, prompts: list[str], seeds: list[int], steps: int = 50):
-    """``pipe(prompt)`` as a learner calls it: the folder's own scheduler, one seeded CPU generator each."""
-    import torch
+def _draw(pipe, prompts: list[str], first_seed: int = 0, steps: int = 50):
+    """``pipe(prompt)`` as a learner calls it: the folder's own scheduler, prompt i with a CPU generator seeded
+    ``first_seed + i`` (:func:`sdcourse.mini.evaluate.draw_captions` with no sampler of its own)."""
+    from .evaluate import draw_captions
 
-    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    return pipe(prompts, num_inference_steps=steps, guidance_scale=GUIDANCE, generator=gens).images
+    return draw_captions(pipe, prompts, GUIDANCE, steps, seed=first_seed, progress=False, sampler=None)
 
 
 def seed_checks(pipe, n_captions: int = 8, steps: int = 50) -> tuple[list[tuple[bool, str]], dict]:
@@ -87,11 +87,11 @@ def seed_checks(pipe, n_captions: int = 8, steps: int = 50) -> tuple[list[tuple[
     pairs = heldout_prompts(n_captions, seed=1)
     spreads, right = [], []
     for scene, caption in pairs:
-        images = _draw(pipe, [caption] * SEEDS, list(range(SEEDS)), steps)
+        images = _draw(pipe, [caption] * SEEDS, 0, steps)
         spreads.append(mean_pairwise_difference(images))
         right += [v for im in images for v in score(read_picture(im), scene).values()]
     spread, read_right = float(np.mean(spreads)), float(np.mean(right))
-    short = _draw(pipe, ["a red circle"] * SEEDS, list(range(SEEDS)), steps)
+    short = _draw(pipe, ["a red circle"] * SEEDS, 0, steps)
     backgrounds = sorted({read_picture(im).background for im in short})
     _, caption = pairs[0]
     shape = (1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
@@ -153,7 +153,7 @@ def speed_check(pipe, repeats: int = 3) -> tuple[bool, str]:
     times = []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        _draw(pipe, ["a small red circle in the center on a black background"], [i], steps=20)
+        _draw(pipe, ["a small red circle in the center on a black background"], i, steps=20)
         times.append(time.perf_counter() - t0)
     seconds = float(np.median(times[1:]))
     return _line(seconds <= MAX_SECONDS_20_STEPS, f"speed: one 20-step picture in {seconds:.2f} s on "

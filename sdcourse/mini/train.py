@@ -129,7 +129,7 @@ class Recipe:
     def __post_init__(self):
         for name, (low, high, closed) in LIMITS.items():
             value = getattr(self, name)
-            kind = int if isinstance(dict(fields_by_name())[name].default, int) else float
+            kind = int if isinstance(self.__dataclass_fields__[name].default, int) else float
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
                 raise ValueError(f"{name} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
             inside = low <= value <= high if closed else low <= value < high
@@ -191,9 +191,6 @@ LIMITS = {
     "lr_floor": (0, 1, True),
 }
 
-
-def fields_by_name():
-    return [(f.name, f) for f in fields(Recipe)]
 
 
 HELD_EVERY = 97  # every 97th scene (18 of them) measures the VAE's PSNR in the logs
