@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import math
 
 from .validate import check_whole
 
@@ -55,19 +54,40 @@ def colab_cost(unet_calls: int) -> str:
 
 
 class UNetCounter:
-    """Counts UNet forward passes; ``calls`` is in pictures-steps (batch rows / 2 when guided)."""
+    """Counts UNet forward passes; ``calls`` is in pictures-steps: the rows of a guided pass count half
+    (each picture's latents go through twice, for the prompt and the empty prompt), an unguided pass's
+    rows count one each."""
 
     def __init__(self):
         self.forwards = 0
         self.rows = 0
+        self.picture_steps = 0
+
+    def add(self, sample) -> None:
+        """Count one forward pass of the latents ``sample`` (batch first)."""
+        rows = int(sample.shape[0])
+        self.forwards += 1
+        self.rows += rows
+        self.picture_steps += rows // 2 if is_guided_batch(sample) else rows
 
     @property
     def calls(self) -> int:
-        """Guided calls: latents passed through the UNet, halved (the prompt's and the empty prompt's)."""
-        return math.ceil(self.rows / 2)
+        """Picture-steps: what one guided UNet call per picture per step costs on a GPU."""
+        return self.picture_steps
 
     def as_dict(self) -> dict:
         return {"unet_forwards": self.forwards, "unet_rows": self.rows, "unet_calls": self.calls}
+
+
+def is_guided_batch(sample) -> bool:
+    """Whether a UNet input is classifier-free guidance's doubled batch: an even number of rows whose two
+    halves are the same latents (diffusers and the course's loops pass ``torch.cat([latents] * 2)``).
+    An unguided batch of pictures is counted row by row (two identical unguided pictures in one batch of 2
+    would count as one)."""
+    import torch
+
+    rows = int(sample.shape[0])
+    return rows >= 2 and rows % 2 == 0 and torch.equal(sample[: rows // 2], sample[rows // 2 :])
 
 
 _original_forward = None
@@ -86,8 +106,7 @@ def start_counting() -> UNetCounter:
     original = _original_forward = UNet2DConditionModel.forward
 
     def counted(self, sample, *args, **kwargs):
-        counter.forwards += 1
-        counter.rows += int(sample.shape[0])
+        counter.add(sample)
         return original(self, sample, *args, **kwargs)
 
     UNet2DConditionModel.forward = counted

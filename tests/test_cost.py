@@ -24,7 +24,11 @@ def test_counter_counts_guided_and_unguided_calls():
     with cost.count_unet_calls() as counter:
         pipe("a red circle", num_inference_steps=3, generator=sdcourse.make_generator(0), output_type="latent")
         pipe(["a", "b"], num_inference_steps=2, guidance_scale=1.0, output_type="latent")
-    assert counter.forwards == 5 and counter.rows == 3 * 2 + 2 * 2 and counter.calls == 5
+    # 3 guided steps of one picture (2 rows each) + 2 unguided steps of two pictures (2 rows each)
+    assert counter.forwards == 5 and counter.rows == 3 * 2 + 2 * 2 and counter.calls == 3 + 2 * 2
+    with cost.count_unet_calls() as alone:
+        pipe("a red circle", num_inference_steps=2, guidance_scale=1.0, output_type="latent")
+    assert (alone.forwards, alone.rows, alone.calls) == (2, 2, 2)  # an unguided 2-step picture: 2 UNet calls
     before = counter.forwards
     pipe("a", num_inference_steps=1, output_type="latent")  # not counted any more
     assert counter.forwards == before
