@@ -23,14 +23,6 @@ from pathlib import Path
 import torch
 
 
-def sd14_scheduler_file() -> dict:
-    """``scheduler/scheduler_config.json`` as Stable Diffusion v1-4 ships it: PNDM, and no
-    ``timestep_spacing`` key, so that each scheduler built from it gets its own default spacing."""
-    from sdcourse.standin import SD14_SCHEDULER
-
-    return {"_class_name": "PNDMScheduler", **{k: v for k, v in SD14_SCHEDULER.items() if k != "timestep_spacing"}}
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="checkpoint folder (resumes from it)")
@@ -87,13 +79,9 @@ def main(argv=None):
     record = {**lineage, "stages": [*lineage.get("stages", []), stage]}
     train.export(args.export, vae, text_encoder, unet, scaling, record)  # scaling is already SD's: no refold
     if args.sd_scheduler:
-        import diffusers
+        from sdcourse.standin import write_sd14_scheduler
 
-        cfg = {**sd14_scheduler_file(), "_diffusers_version": diffusers.__version__}
-        (args.export / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        index = json.loads((args.export / "model_index.json").read_text())
-        index["scheduler"] = ["diffusers", "PNDMScheduler"]
-        (args.export / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_sd14_scheduler(args.export)
     train.log(f"exported to {args.export} ({minutes} min of decoder training)", args.out)
 
 

@@ -59,11 +59,32 @@ SD14_TEXT = dict(  # openai/clip-vit-large-patch14, text tower (special-token id
     bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
 )
 MARKER = "sdcourse_standin.json"  # written into every stand-in folder: only such a folder is ever replaced
-SD14_SCHEDULER = dict(  # scheduler/scheduler_config.json of CompVis/stable-diffusion-v1-4
+SD14_SCHEDULER_FILE = {  # scheduler/scheduler_config.json of CompVis/stable-diffusion-v1-4, key for key
+    "_class_name": "PNDMScheduler", "_diffusers_version": "0.7.0.dev0", "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": False,
+    "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None, "clip_sample": False,
+}
+# The file names no timestep_spacing: a scheduler built from it (or from a pipeline loaded with it) takes its
+# own class's default, "leading" for PNDM and DDIM, "linspace" for K-LMS, Euler and DPM-Solver++.
+SD14_SCHEDULER = dict(  # the PNDMScheduler that SD v1-4 loads from that file: its settings, defaults included
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
     steps_offset=1, prediction_type="epsilon", skip_prk_steps=True, set_alpha_to_one=False,
     clip_sample=False, trained_betas=None, timestep_spacing="leading",
 )
+
+
+def write_sd14_scheduler(folder: Path) -> None:
+    """Write SD v1-4's scheduler file into the pipeline folder ``folder`` (``scheduler/scheduler_config.json``,
+    exactly as the checkpoint ships it) and name ``PNDMScheduler`` in its ``model_index.json``.
+    ``save_pretrained`` would write every default, ``timestep_spacing`` included, and a scheduler loaded from
+    that file would pass its spacing on to the others, which SD's own file does not."""
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD14_SCHEDULER_FILE, indent=2) + "\n")
+    index_file = folder / "model_index.json"
+    if index_file.is_file():
+        index = json.loads(index_file.read_text())
+        index["scheduler"] = ["diffusers", "PNDMScheduler"]
+        index_file.write_text(json.dumps(index, indent=2) + "\n")
 
 # The tiny setting: the same block types, sizes and factors, with widths small enough for a CPU and two
 # attention heads (the fewest that attention slicing can halve; self-attention over the 64 x 64 latent
@@ -129,6 +150,7 @@ def build_standin(folder: str | os.PathLike, full_size: bool = False, seed: int 
         scheduler=PNDMScheduler.from_config(SD14_SCHEDULER), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     pipe.save_pretrained(folder)
+    write_sd14_scheduler(folder)
     (folder / MARKER).write_text(json.dumps({"made_by": "sdcourse.standin.build_standin", "full_size": full_size,
                                              "seed": seed}) + "\n")
     return folder

@@ -27,6 +27,28 @@ def test_it_has_sd_v1_4_settings(standin):
     assert pipe.safety_checker is None
 
 
+def test_its_scheduler_file_is_sd_v1_4s_and_names_no_spacing(tmp_path):
+    """The folder's scheduler file is SD v1-4's, key for key: it names no timestep_spacing, so the schedulers a
+    learner builds with from_config take their own defaults, as they do on the real checkpoint."""
+    import json
+
+    from diffusers import DDIMScheduler, LMSDiscreteScheduler, StableDiffusionPipeline
+
+    from sdcourse.standin import SD14_SCHEDULER_FILE
+
+    folder = build_standin(tmp_path / "sd")
+    assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text()) == SD14_SCHEDULER_FILE
+    assert "timestep_spacing" not in SD14_SCHEDULER_FILE
+    assert json.loads((folder / "model_index.json").read_text())["scheduler"] == ["diffusers", "PNDMScheduler"]
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    klms = LMSDiscreteScheduler.from_config(pipe.scheduler.config)
+    ddim = DDIMScheduler.from_config(pipe.scheduler.config)
+    assert (klms.config.timestep_spacing, ddim.config.timestep_spacing) == ("linspace", "leading")
+    klms.set_timesteps(20)
+    pipe.scheduler.set_timesteps(20)
+    assert (int(klms.timesteps[0]), int(pipe.scheduler.timesteps[0])) == (999, 951)
+
+
 def test_it_generates_512_pixel_pictures_deterministically(standin):
     a = standin("a red circle", num_inference_steps=2, generator=sdcourse.make_generator(0), output_type="np").images
     b = standin("a red circle", num_inference_steps=2, generator=sdcourse.make_generator(0), output_type="np").images
