@@ -27,8 +27,12 @@ from .validate import (MAX_SIDE, check_grid, check_int, check_layout, check_pict
 SHOW_MIN_SIZE = 256
 
 
-def image_grid(images: list[Image.Image], rows: int, cols: int) -> Image.Image:
+def image_grid(images: list[Image.Image], rows: int, cols: int, *, row_labels=None,
+               col_labels=None) -> Image.Image:
     """Paste ``rows * cols`` equally sized pictures into one picture, row by row.
+
+    ``row_labels`` (one text per row) and ``col_labels`` (one per column) are written in a white margin on
+    the left and on top, so a reader sees which row and column is which.
 
     Example::
 
@@ -40,7 +44,59 @@ def image_grid(images: list[Image.Image], rows: int, cols: int) -> Image.Image:
     grid = Image.new(mode, (cols * w, rows * h))  # a blank canvas, cols pictures wide
     for i, im in enumerate(images):
         grid.paste(im.convert(mode), ((i % cols) * w, (i // cols) * h))  # row by row, left to right
-    return grid
+    return label_grid(grid, rows, cols, row_labels=row_labels, col_labels=col_labels)
+
+
+def _labels(labels, count: int, name: str) -> list[str] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+        raise TypeError(f"{name} must be a list of {count} texts, one per {name.split('_')[0]}; "
+                        f"got {type(labels).__name__}.")
+    if len(labels) != count:
+        raise ValueError(f"{name} has {len(labels)} texts for {count} {name.split('_')[0]}s; give one per "
+                         f"{name.split('_')[0]}.")
+    return [str(label) for label in labels]
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # a Pillow without FreeType: its fixed small font
+        return ImageFont.load_default()
+
+
+def label_grid(grid: Image.Image, rows: int, cols: int, *, row_labels=None, col_labels=None) -> Image.Image:
+    """``grid`` (``rows x cols`` equal cells) with ``row_labels`` in a margin on the left and ``col_labels``
+    on top; the grid itself unchanged when both are ``None``."""
+    from PIL import ImageDraw
+
+    if not isinstance(grid, Image.Image):
+        raise TypeError(f"grid must be a PIL image; got {type(grid).__name__}.")
+    rows, cols = check_int(rows, "rows", 1, MAX_SIDE), check_int(cols, "cols", 1, MAX_SIDE)
+    row_labels, col_labels = _labels(row_labels, rows, "row_labels"), _labels(col_labels, cols, "col_labels")
+    if row_labels is None and col_labels is None:
+        return grid
+    cw, ch = grid.width // cols, grid.height // rows
+    font = _font(max(10, min(18, min(cw, ch) // 8)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    def width(text):
+        return max((probe.textbbox((0, 0), line, font=font)[2] for line in text.split("\n")), default=0)
+    line_h = probe.textbbox((0, 0), "Ag", font=font)[3] + 2
+    left = 0 if row_labels is None else max(width(t) for t in row_labels) + 8
+    top = 0 if col_labels is None else max(t.count("\n") + 1 for t in col_labels) * line_h + 6
+    out = Image.new("RGB", (left + grid.width, top + grid.height), "white")
+    out.paste(grid.convert("RGB"), (left, top))
+    draw = ImageDraw.Draw(out)
+    for j, text in enumerate(col_labels or []):
+        draw.multiline_text((left + j * cw + cw / 2, top - 3), text, fill="black", font=font, anchor="md",
+                            align="center")
+    for i, text in enumerate(row_labels or []):
+        draw.multiline_text((left - 4, top + i * ch + ch / 2), text, fill="black", font=font, anchor="rm",
+                            align="right")
+    return out
 
 
 def upscale(image: Image.Image, min_size: int = SHOW_MIN_SIZE, cell: tuple[int, int] | None = None) -> Image.Image:
@@ -64,19 +120,27 @@ def upscale(image: Image.Image, min_size: int = SHOW_MIN_SIZE, cell: tuple[int, 
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
-def show(images, rows: int | None = None, cols: int | None = None, min_size: int = SHOW_MIN_SIZE) -> None:
+def show(images, rows: int | None = None, cols: int | None = None, min_size: int = SHOW_MIN_SIZE, *,
+         row_labels=None, col_labels=None) -> None:
     """Display one picture or a grid of pictures inline in a notebook.
 
     A list is laid out as ``rows x cols`` (default: one row). Pictures smaller than
     ``min_size`` pixels are enlarged with NEAREST so a 64 x 64 picture stays crisp and visible.
+    ``row_labels`` and ``col_labels`` (one text per row or column) are written beside the enlarged grid.
 
     Example::
 
         >>> show(pipe("a small blue square").images[0])  # doctest: +SKIP
-        >>> show(images, rows=2, cols=4)  # doctest: +SKIP
+        >>> show(images, rows=2, cols=4, row_labels=["seed 0", "seed 1"])  # doctest: +SKIP
     """
     from IPython.display import display
 
+    display(show_grid(images, rows, cols, min_size, row_labels=row_labels, col_labels=col_labels))
+
+
+def show_grid(images, rows: int | None = None, cols: int | None = None, min_size: int = SHOW_MIN_SIZE, *,
+              row_labels=None, col_labels=None) -> Image.Image:
+    """The picture that :func:`show` displays: the grid, enlarged, with its labels."""
     images, rows, cols = check_layout(images, rows, cols)  # rows and cols may be None
     if rows is None and cols is None:  # one row
         rows, cols = 1, len(images)
@@ -84,10 +148,12 @@ def show(images, rows: int | None = None, cols: int | None = None, min_size: int
         rows = math.ceil(len(images) / cols)
     elif cols is None:
         cols = math.ceil(len(images) / rows)
+    row_labels, col_labels = _labels(row_labels, rows, "row_labels"), _labels(col_labels, cols, "col_labels")
     cell = check_same_size(images)  # the size of one picture
     if rows * cols > len(images):  # fill the last row with blank cells
         images = images + [Image.new(images[0].mode, cell)] * (rows * cols - len(images))
-    display(upscale(image_grid(images, rows, cols), min_size, cell=cell))
+    grid = upscale(image_grid(images, rows, cols), min_size, cell=cell)
+    return label_grid(grid, rows, cols, row_labels=row_labels, col_labels=col_labels)
 
 
 def pil_to_tensor(images) -> torch.Tensor:

@@ -86,6 +86,42 @@ def test_show_displays_an_enlarged_grid(monkeypatch):
     assert shown[0].getpixel((511, 511)) == (0, 0, 0)  # the missing fourth cell is blank
 
 
+def test_labelled_grid_has_margins_with_text_and_the_pictures_unchanged():
+    pictures = squares(4, size=(64, 64))
+    plain = sdcourse.image_grid(pictures, rows=2, cols=2)
+    labelled = sdcourse.image_grid(pictures, rows=2, cols=2, row_labels=["guidance 1", "guidance 7.5"],
+                                   col_labels=["seed 0", "seed 1"])
+    left, top = labelled.width - plain.width, labelled.height - plain.height
+    assert left > 20 and top > 8  # room for the row labels on the left and the column labels on top
+    assert labelled.crop((left, top, labelled.width, labelled.height)).tobytes() == plain.tobytes()
+    margin = np.asarray(labelled)[:top, left:]  # the column labels: dark text on white
+    assert (margin.min(axis=-1) < 100).any() and (margin == 255).mean() > 0.5
+    rows_only = sdcourse.image_grid(pictures, rows=2, cols=2, row_labels=["a", "b"])
+    assert rows_only.height == plain.height and rows_only.width > plain.width
+
+
+def test_show_labels_the_enlarged_grid(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    sdcourse.show(squares(3, size=(64, 64)), col_labels=["5 steps", "10 steps", "20 steps"])
+    grid = shown[0]
+    assert grid.width == 3 * 256 and grid.height > 256  # cells enlarged to 256 px, a label row on top
+    assert grid.getpixel((128, grid.height - 128)) == COLOURS[0]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(col_labels=["a", "b"]), ValueError, "col_labels has 2 texts for 3 cols"),
+    (dict(row_labels=["a", "b"]), ValueError, "row_labels has 2 texts for 1 rows"),
+    (dict(col_labels="abc"), TypeError, "col_labels must be a list of 3 texts"),
+    (dict(row_labels=5), TypeError, "row_labels must be a list of 1 texts"),
+])
+def test_bad_labels_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sdcourse.image_grid(squares(3), rows=1, cols=3, **kwargs)
+    with pytest.raises(error, match=match):
+        im.show_grid(squares(3), **kwargs)
+
+
 def test_show_nothing():
     with pytest.raises(ValueError, match="empty list of pictures"):
         sdcourse.show([])
