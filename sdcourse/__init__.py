@@ -1,6 +1,7 @@
 """sdcourse: the companion package of the Stable Diffusion course."""
 __version__ = "0.1.0"
-from .loader import MINI_MODEL_DIR, DEFAULT_MODEL, check_tokenizer, is_mini_model, load_pipeline, pick_device
+from .loader import (MINI_MODEL_DIR, DEFAULT_MODEL, check_tokenizer, describe_model, is_mini_model, load_pipeline,
+                     pick_device)
 from .seeds import make_generator
 from .validate import check_prompts, check_seed, check_size
 from .images import image_grid, latents_to_pil, pil_to_latents, pil_to_tensor, show, tensor_to_pil, upscale

@@ -354,7 +354,28 @@ def _from_hub(repo_id: str, dtype: torch.dtype, device: torch.device, token, loc
 def _fallback(repo_id: str, reason: str, dtype: torch.dtype):
     print(f"sdcourse: {repo_id} cannot be loaded ({reason}); using the bundled mini model "
           f"(64x64 pictures of coloured shapes) instead.")
-    return _from_folder(MINI_MODEL_DIR, dtype, mini=True)
+    pipe = _from_folder(MINI_MODEL_DIR, dtype, mini=True)
+    pipe.sdcourse_origin = f"in place of {repo_id}, which cannot be loaded ({reason})"
+    return pipe
+
+
+def describe_model(pipe) -> str:
+    """One line: which model ``pipe`` is and why it was chosen, e.g. "the course's mini model (64 x 64
+    pictures of coloured shapes), chosen by SDCOURSE_MODEL=mini". Names no folder of your machine, so it can
+    stand in a notebook's committed output. Pipelines that ``load_pipeline`` did not load are described by
+    their model alone."""
+    if not hasattr(pipe, "config") or not hasattr(pipe, "unet"):
+        raise TypeError(f"describe_model needs a diffusers pipeline, got {type(pipe).__name__}")
+    size = pipe.unet.config.sample_size * getattr(pipe, "vae_scale_factor", 8)
+    if is_mini_model(pipe):
+        what = f"the course's mini model ({size} x {size} pictures of coloured shapes)"
+    else:
+        name = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "") or "a pipeline"
+        if Path(str(name)).is_absolute():
+            name = f"the folder {Path(str(name)).name!r}"
+        what = f"{name} ({size} x {size} pictures)"
+    origin = getattr(pipe, "sdcourse_origin", None)
+    return f"{what}, {origin}" if origin else what
 
 
 def sharing_pipeline(pipe, cls, caller: str):
@@ -411,14 +432,23 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | torch.de
     """
     dev = pick_device(device)
     dt = resolve_dtype(dtype, dev)
+    if model is not None:
+        chosen = "asked for by the code"
+    elif os.environ.get(MODEL_ENV_VAR):
+        chosen = f"chosen by {MODEL_ENV_VAR}={os.environ[MODEL_ENV_VAR]}"
+    else:
+        chosen = "the course's default"
     if model is None:
         model = os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL
     kind, value = _classify(model)
+    origin = None
     if kind == "mini":
         pipe = _from_folder(MINI_MODEL_DIR, dt, mini=True)
+        origin = chosen
     elif kind == "path":
         _check_pipeline_folder(value)
         pipe = _from_folder(value, dt, mini=value.resolve() == MINI_MODEL_DIR)
+        origin = chosen
     else:
         offline = hub_offline()
         if not offline and not hub_reachable():
@@ -432,6 +462,10 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | torch.de
             if not ((offline and isinstance(exc, OSError)) or _is_connection_error(exc)):
                 raise
             pipe = _fallback(value, reason if offline else "the hub connection failed", dt)
+        else:
+            origin = f"{'from the local cache' if offline else 'from the Hugging Face hub'}, {chosen}"
+    if origin is not None:
+        pipe.sdcourse_origin = origin
     check_tokenizer(pipe.tokenizer)
     pipe = pipe.to(dev)
     pipe.set_progress_bar_config(disable=False, desc="denoising")

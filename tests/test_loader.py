@@ -80,6 +80,25 @@ def test_generates_a_picture():
     assert out.images[0].size == (64, 64)
 
 
+def test_describe_model_says_which_model_and_why(monkeypatch, tmp_path):
+    """One line for a notebook's output: which model, and why it was chosen; no folder of this machine."""
+    by_name = sdcourse.describe_model(sdcourse.load_pipeline("mini", device="cpu"))
+    assert by_name == "the course's mini model (64 x 64 pictures of coloured shapes), asked for by the code"
+    monkeypatch.setenv("SDCOURSE_MODEL", "mini")
+    assert sdcourse.describe_model(sdcourse.load_pipeline(device="cpu")).endswith("chosen by SDCOURSE_MODEL=mini")
+    monkeypatch.delenv("SDCOURSE_MODEL")
+    copy = tmp_path / "my model"
+    shutil.copytree(MINI_MODEL_DIR, copy)
+    line = sdcourse.describe_model(sdcourse.load_pipeline(copy, device="cpu"))
+    assert line == "the folder 'my model' (64 x 64 pictures), asked for by the code" and str(tmp_path) not in line
+    if not _default_model_cached():
+        line = sdcourse.describe_model(sdcourse.load_pipeline(device="cpu"))
+        assert line.startswith("the course's mini model") and f"in place of {DEFAULT_MODEL}" in line
+        assert "HF_HUB_OFFLINE" in line
+    with pytest.raises(TypeError, match="needs a diffusers pipeline, got str"):
+        sdcourse.describe_model("mini")
+
+
 # ---------------------------------------------------------------- falling back when the hub is out of reach
 
 def test_offline_fallback_is_fast_and_says_so_once(capsys):
