@@ -166,15 +166,89 @@ def title_of(nb, fallback: str) -> str:
     return fallback
 
 
-def write_index(entries: list[tuple[str, str, str]], out: Path) -> Path:
-    rows = "\n".join(
-        f'<li><a href="{html.escape(page)}">{html.escape(title)}</a> '
-        f'<small>({html.escape(status)})</small></li>' for page, title, status in entries)
+def summary_of(nb) -> str:
+    """The first sentence of the paragraph after the notebook's title, as plain text."""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown" or "\n# " not in "\n" + cell.source:
+            continue
+        after = ("\n" + cell.source).split("\n# ", 1)[1].split("\n", 1)[-1]
+        paragraph = next((p for p in re.split(r"\n\s*\n", after) if p.strip()), "")
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", " ".join(paragraph.split()))  # links -> their text
+        text = re.sub(r"[*_`]", "", text)
+        sentence = re.match(r"(.+?[.!?])(\s|$)", text)
+        return sentence.group(1) if sentence else text
+    return ""
+
+
+def first_picture(nb) -> bytes | None:
+    """The first PNG among the notebook's outputs (decoded), or None."""
+    import base64
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {}).get("image/png")
+            if data:
+                return base64.b64decode("".join(data) if isinstance(data, list) else data)
+    return None
+
+
+FALLBACK_LINE = re.compile(r"sdcourse: (\S+) cannot be loaded \(([^)]*)\); using the bundled mini model")
+
+
+def model_of_run(notebooks: list) -> str:
+    """Which model the run used and why, from the environment and what the notebooks printed."""
+    for nb in notebooks:
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                found = FALLBACK_LINE.search(output.get("text", "") if isinstance(output.get("text", ""), str) else "")
+                if found:
+                    return (f"the course's mini model, because {found.group(1)} could not be loaded "
+                            f"({found.group(2)})")
+    chosen = os.environ.get("SDCOURSE_MODEL")
+    if chosen == "mini":
+        return "the course's mini model, because SDCOURSE_MODEL=mini asks for it"
+    if chosen:
+        return f"{chosen}, because SDCOURSE_MODEL names it"
+    return "Stable Diffusion v1-4 (CompVis/stable-diffusion-v1-4), the real weights"
+
+
+def write_index(entries: list[dict], out: Path, model: str = "") -> Path:
+    """``out/index.html``: one card per notebook (``entries``: page, title, summary, status, seconds, picture
+    (PNG bytes or None), error) with its picture, summary, time and, for a failure, the failing cell."""
+    pictures = out / "pictures"
+    cards = []
+    for entry in entries:
+        picture = ""
+        if entry.get("picture"):
+            pictures.mkdir(parents=True, exist_ok=True)
+            name = Path(entry["page"]).stem + ".png"
+            (pictures / name).write_bytes(entry["picture"])
+            picture = f'<img src="pictures/{html.escape(name)}" alt="a picture from {html.escape(entry["title"])}">'
+        failed = entry["status"] != "ran"
+        status = (f'<p class="failed">Failed: {html.escape(entry.get("error") or "")}</p>' if failed else
+                  f'<p class="time">ran in {entry["seconds"]:.0f} s</p>')
+        cards.append(
+            f'<li class="card{" failed" if failed else ""}"><a href="{html.escape(entry["page"])}">{picture}</a>'
+            f'<div><h2><a href="{html.escape(entry["page"])}">{html.escape(entry["title"])}</a></h2>'
+            f'<p>{html.escape(entry.get("summary", ""))}</p>{status}</div></li>')
+    ran = sum(e["status"] == "ran" for e in entries)
+    total = sum(e.get("seconds", 0) for e in entries)
     page = (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sdcourse: executed notebooks</title>"
-        "<style>body{font-family:sans-serif;max-width:44em;margin:2em auto;line-height:1.6}</style></head>\n"
-        f"<body><h1>Stable Diffusion from the outside in</h1>\n<p>The course's notebooks, executed by "
-        f"scripts/build_notebooks.py.</p>\n<ul>\n{rows}\n</ul></body></html>\n")
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        "<title>Stable Diffusion from the outside in: the executed course</title><style>"
+        "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.5;"
+        "color:#222}h1{margin-bottom:.2em}.model{background:#f3f6fa;border-left:4px solid #4a78b5;padding:.6em 1em}"
+        "ul{list-style:none;padding:0}.card{display:flex;gap:1em;align-items:flex-start;padding:.8em 0;"
+        "border-bottom:1px solid #ddd}.card img{width:160px;height:160px;object-fit:contain;background:#eee;"
+        "image-rendering:pixelated;border-radius:4px}.card h2{font-size:1.15em;margin:.1em 0}"
+        ".card p{margin:.3em 0}.time{color:#666;font-size:.9em}.failed{color:#b00020;font-weight:600}"
+        "</style></head>\n"
+        "<body><h1>Stable Diffusion from the outside in</h1>\n"
+        f"<p class=\"model\"><strong>Model:</strong> {html.escape(model or 'not recorded')}.</p>\n"
+        f"<p>{ran} of {len(entries)} notebooks ran, in {total / 60:.1f} min. Each link opens the executed "
+        "notebook with its outputs.</p>\n"
+        f"<ul>\n{chr(10).join(cards)}\n</ul></body></html>\n")
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
@@ -200,12 +274,13 @@ def main(argv=None) -> int:
     if not args.inplace:
         args.out.mkdir(parents=True, exist_ok=True)
 
-    failures, entries = [], []
+    failures, entries, executed = [], [], []
     for number, path in enumerate(paths, 1):
         path = path.resolve()
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
         print(f"[{number}/{len(paths)}] {path.name} ...", end=" ", flush=True)
+        entry = {"page": path.stem + ".html", "title": title_of(nb, path.stem), "summary": summary_of(nb)}
         try:
             states = execute(nb, path, args.timeout)
             clean(nb, states)
@@ -219,18 +294,21 @@ def main(argv=None) -> int:
                 clean(nb, {})
                 nbformat.write(nb, args.out / path.name)
                 write_html(nb, args.out / (path.stem + ".html"))
-                entries.append((path.stem + ".html", title_of(nb, path.stem), "FAILED"))
+                entries.append({**entry, "status": "FAILED", "seconds": time.perf_counter() - start,
+                                "picture": first_picture(nb), "error": str(err).split("\n")[0][:300]})
             continue
-        print(f"ok ({time.perf_counter() - start:.1f} s)")
+        seconds = time.perf_counter() - start
+        print(f"ok ({seconds:.1f} s)")
+        executed.append(nb)
         if args.inplace:
             nbformat.write(nb, path)
         else:
             nbformat.write(nb, args.out / path.name)
             write_html(nb, args.out / (path.stem + ".html"))
-            entries.append((path.stem + ".html", title_of(nb, path.stem), "ran"))
+            entries.append({**entry, "status": "ran", "seconds": seconds, "picture": first_picture(nb)})
 
     if not args.inplace:
-        index = write_index(entries, args.out)
+        index = write_index(entries, args.out, model_of_run(executed))
         print(f"build_notebooks: executed notebooks and HTML pages are in {args.out.resolve()}/; "
               f"open {index.resolve()}")
     for failure in failures:

@@ -3,6 +3,7 @@ import json
 import sys
 
 import nbformat
+import numpy as np
 import pytest
 
 from conftest import load_script
@@ -79,3 +80,70 @@ def test_failing_cell_is_named(tmp_path, capsys, monkeypatch):
 def test_missing_notebook_is_an_error(tmp_path, capsys):
     assert build.main(["--out", str(tmp_path), str(tmp_path / "nope.ipynb")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the index page a learner opens first
+
+def small_chapter(path, title, intro, code):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"[badge](https://example.org)\n\n# {title}\n\n{intro}\n\nMore."),
+                *[nbformat.v4.new_code_cell(c) for c in code]]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def built_index(tmp_path_factory):
+    """Two small chapters built as run_course.sh builds the course: one draws a picture, one fails."""
+    tmp = tmp_path_factory.mktemp("course")
+    good = small_chapter(tmp / "01_red.ipynb", "1. A red square", "A **red** square, drawn by [PIL](x). Then more.",
+                         ["from PIL import Image", "Image.new('RGB', (64, 64), (200, 30, 30))"])
+    bad = small_chapter(tmp / "02_broken.ipynb", "2. Broken", "This one divides by zero.", ["x = 1", "x / 0"])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JUPYTER_PATH", "")
+    mp.setenv("SDCOURSE_MODEL", "mini")
+    try:
+        status = build.main(["--out", str(tmp / "build"), str(good), str(bad)])
+    finally:
+        mp.undo()
+    return status, tmp / "build"
+
+
+def test_index_names_the_model_each_chapter_its_summary_picture_time_and_failure(built_index):
+    status, out = built_index
+    assert status == 1  # one chapter failed
+    page = (out / "index.html").read_text()
+    assert "the course&#x27;s mini model, because SDCOURSE_MODEL=mini asks for it" in page
+    assert "A red square, drawn by PIL." in page  # the first sentence, without markdown
+    assert '<img src="pictures/01_red.png"' in page and (out / "pictures" / "01_red.png").is_file()
+    assert "ran in " in page and "1 of 2 notebooks ran" in page
+    assert "Failed: 02_broken.ipynb: code cell 2" in page and "ZeroDivisionError" in page
+
+
+def test_index_in_chromium(built_index, tmp_path):
+    """The page as a learner sees it: every card shows, its picture loads, and the failure stands out."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.fail(f"{chromium} is missing: install Debian's chromium package (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    _, out = built_index
+    shot = tmp_path / "index.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        page.goto((out / "index.html").as_uri())
+        assert page.locator(".card").count() == 2
+        assert page.evaluate("() => [...document.images].map(i => i.complete && i.naturalWidth)") == [64]
+        red = page.locator("p.failed")
+        assert red.is_visible() and "ZeroDivisionError" in red.inner_text()
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[1] == 1000 and pixels.std() > 10  # not a blank page
+    assert ((pixels[..., 0] > 150) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)).sum() > 64 * 64  # the picture
