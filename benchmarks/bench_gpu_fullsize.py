@@ -64,7 +64,7 @@ PROMPT = "a small red circle in the center on a black background"
 GUIDANCE = 7.5
 STEPS = 50
 DPM_STEPS = 20
-GOALS = {"batch1_s": 0.25, "batch8_s": 0.12, "batch1_peak_gib": 3.0}  # the issue's goals, on an H100
+GOALS = {"batch1_s": 0.25, "batch8_s": 0.12, "batch1_peak_gib": 3.0}  # the course's speed goals, set for an H100
 NO_CUDA_MESSAGE = (
     "bench_gpu_fullsize.py needs a CUDA GPU (torch.cuda.is_available() is False here). "
     "Run it on a GPU machine; here you can run `python benchmarks/bench_gpu_fullsize.py --count-only` "
@@ -288,7 +288,7 @@ def floor_summary(rows, flops_step, tflops, steps=STEPS):
 
 
 def goals_check(rows, steps=STEPS):
-    """The issue's goals against the fastest finite K-LMS row of batch 1 and of batch 8."""
+    """The speed goals against the fastest finite K-LMS row of batch 1 and of batch 8."""
     def fastest(batch):
         rows_b = [r for r in rows if r["batch"] == batch and r["steps"] == steps and r["finite"]]
         return min(rows_b, key=lambda r: r["s_per_image"]) if rows_b else None
@@ -363,7 +363,7 @@ def to_markdown(data: dict) -> str:
               f"{STEPS}-step picture.", ""]
     lines += [markdown_table([{"batch": b, **v} for b, v in f["best"].items()],
                              ["batch", "row", "s_per_image", "x_floor"]), ""]
-    lines += ["## Goals of the issue (set for an H100)", "",
+    lines += ["## Speed goals (set for an H100)", "",
               markdown_table([{"what": k, **v} for k, v in data["goals"].items()],
                              ["what", "goal", "measured", "row", "met"]),
               "", "Each goal is checked on the fastest K-LMS row of its batch size (peak memory: of that row)."]

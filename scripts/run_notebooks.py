@@ -13,7 +13,7 @@ the runner puts one cell in front that starts counting UNet forward passes
 notebook states in its Colab-cost line (``sdcourse.colab_cost``) and the peak GPU memory.
 A notebook fails when a cell raises (its assertions included) or when its stated count differs
 from the counted one (unless ``--no-check-calls``, which scripts/gpu_check.sh uses: on a GPU,
-chapter 10 runs CUDA-only cells, and CUDA-graph replays do not pass through the counter). Output checks of nbval (``# NBVAL_CHECK_OUTPUT``) are not applied: their
+chapter 10 runs CUDA-only cells, and CUDA-graph replays do not pass through the counter). Output checks of nbval (cells tagged ``nbval-check-output``) are not applied: their
 reference outputs are the mini model's.
 
 The model is passed to the notebooks through ``SDCOURSE_MODEL``; ``--standin DIR`` first builds

@@ -4,7 +4,7 @@ A fresh Colab runtime has torch but not ``sdcourse``, so the first code cell of 
 notebook cannot import this module. Instead that cell is the text of
 :func:`setup_cell_source`: plain Python that checks whether ``google.colab`` can be
 imported and, only then, runs ``pip install`` of the course from :data:`REPO_URL`
-(pip also installs the pinned dependencies from ``pyproject.toml``). On your own
+(pip also installs the pinned dependencies from ``pyproject.toml``, with its ``colab`` extra). On your own
 machine the cell does nothing and prints nothing. ``tests/test_colab.py`` runs each
 notebook's first cell with a fake ``google.colab`` module to check what it would run.
 
@@ -25,7 +25,8 @@ __all__ = ["REPO_URL", "in_colab", "install_commands", "setup_cell_source", "set
 REPO_URL = "https://github.com/sdcourse/sdcourse"
 """Where the course lives; Colab installs the package from here."""
 
-PIP_REQUIREMENT = f"sdcourse @ git+{REPO_URL}"
+PIP_REQUIREMENT = f"sdcourse[colab] @ git+{REPO_URL}"
+"""The package with its ``colab`` extra: the dependencies, MP4 video and the playground's widgets."""
 
 
 def in_colab() -> bool:
@@ -40,7 +41,7 @@ def install_commands(python: str | None = None) -> list[list[str]]:
     """The commands the Colab setup runs, as argument lists for ``subprocess.run``.
 
     >>> install_commands("python")
-    [['python', '-m', 'pip', 'install', '--quiet', 'sdcourse @ git+https://github.com/sdcourse/sdcourse']]
+    [['python', '-m', 'pip', 'install', '--quiet', 'sdcourse[colab] @ git+https://github.com/sdcourse/sdcourse']]
     """
     python = sys.executable if python is None else python
     return [[python, "-m", "pip", "install", "--quiet", PIP_REQUIREMENT]]

@@ -70,3 +70,13 @@ def test_checked_cells_print_no_raw_float_differences(path):
 def test_the_scan_catches_the_old_form():
     old = 'print(f"UNet output with and without recording differs by {difference:.1e}; back: {restored}")'
     assert NOISY.search(old) and not NOISY.search('print(f"below {tolerance:.0e}: {difference < tolerance}")')
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_nbval_markers_are_cell_tags_not_comments(path):
+    """A learner reads the teaching cells: nbval's markers live in the cells' tags, not in their first line."""
+    nb = json.loads(path.read_text())
+    marked = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "NBVAL_" in "".join(c["source"])]
+    assert not marked, f"{path.name}: cells {marked} carry an nbval comment; use the cell tag (nbval-check-output)"
+    if not path.name.startswith("11_"):  # the playground's outputs are widgets: nothing there is checked
+        assert any(True for _ in checked_cells(path)), f"{path.name} has no checked cell"

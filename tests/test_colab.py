@@ -66,7 +66,7 @@ def test_first_cell_installs_the_repo_in_colab(path, monkeypatch, recorded, caps
     run_cell(source)
     assert recorded == colab.install_commands()
     assert recorded[0][1:5] == ["-m", "pip", "install", "--quiet"]
-    assert recorded[0][-1] == "sdcourse @ git+https://github.com/sdcourse/sdcourse"
+    assert recorded[0][-1] == "sdcourse[colab] @ git+https://github.com/sdcourse/sdcourse"
     assert "Colab setup: pip install" in capsys.readouterr().out
 
 
@@ -109,3 +109,132 @@ def test_setup_colab_locally_runs_nothing(monkeypatch, capsys):
 def test_install_commands_use_the_given_python():
     assert colab.install_commands("py")[0][:3] == ["py", "-m", "pip"]
     assert colab.REPO_URL == "https://github.com/sdcourse/sdcourse"
+
+
+# --- what Colab's install provides against what the chapters import ------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+COLAB_OWN = {"google"}  # Colab's own module (the setup cell imports it inside a try)
+
+
+def import_roots(source: str) -> set[str]:
+    """The top-level modules that Python source imports (absolute imports only)."""
+    import ast
+
+    roots = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def sdcourse_imports(source: str, package: str = "") -> list[str]:
+    """The sdcourse modules (and names that may be modules) that ``source`` imports; relative imports are
+    resolved against ``package``."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                module = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] == "sdcourse":
+                found += [module] + [f"{module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "sdcourse"]
+    return found
+
+
+def chapter_sources() -> dict[str, str]:
+    """Every chapter's code cells, and every module of the sdcourse package that the chapters import,
+    following sdcourse's own imports (relative ones included) until no new module turns up."""
+    sources, todo = {}, ["sdcourse"]
+    for path in NOTEBOOKS:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        # IPython magics and shell lines are not Python
+        sources[path.name] = "\n".join(line for cell in code for line in cell.splitlines()
+                                       if not line.lstrip().startswith(("%", "!")))
+        todo += sdcourse_imports(sources[path.name])
+    seen = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        base = ROOT.joinpath(*name.split("."))
+        file = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+        if not file.is_file():
+            continue  # a function or class imported from a module, not a module
+        sources[name] = file.read_text()
+        todo += sdcourse_imports(sources[name], name if base.is_dir() else name.rpartition(".")[0])
+    return sources
+
+
+def colab_install_closure() -> set[str]:
+    """The distributions that `pip install sdcourse[colab]` brings: the dependencies and the colab extra,
+    and everything those require in turn (as the installed packages' metadata says)."""
+    import importlib.metadata
+
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["colab"]]
+    found = set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            requires = importlib.metadata.requires(req.name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            sub = Requirement(line)
+            if sub.marker is None or sub.marker.evaluate({"extra": ""}):
+                todo.append(sub)
+    return found
+
+
+def test_the_colab_install_covers_every_import_of_the_chapters():
+    """Every module a chapter imports, directly or through the sdcourse modules it uses, comes with
+    `pip install sdcourse[colab]` (or with Python itself)."""
+    import importlib.metadata
+
+    from packaging.utils import canonicalize_name
+
+    owners = importlib.metadata.packages_distributions()
+    provided = colab_install_closure()
+    sources = chapter_sources()
+    missing = {}
+    for where, source in sources.items():
+        if where.startswith("sdcourse.grading") or where.startswith("sdcourse.mini.train"):
+            continue  # the teacher's grading command and the model's training run outside the chapters
+        for root in import_roots(source) - set(sys.stdlib_module_names) - COLAB_OWN - {"sdcourse"}:
+            dists = {canonicalize_name(d) for d in owners.get(root, [])}
+            assert dists, f"{where} imports {root!r}, which no installed distribution provides"
+            if not dists & provided:
+                missing.setdefault(root, []).append(where)
+    assert not missing, f"imported by the chapters but not installed by sdcourse[colab]: {missing}"
+    assert {"sdcourse.video", "sdcourse.playground"} <= set(sources)
+
+
+def test_the_colab_extra_brings_mp4_video_and_widgets():
+    """Two needs that no import shows: imageio writes MP4 through the imageio-ffmpeg plugin (chapters 8 and 9),
+    and the playground needs ipywidgets 8 (Colab's preinstalled ipywidgets can be older)."""
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["colab"]
+    assert "imageio-ffmpeg>=0.5" in extra and "ipywidgets>=8" in extra
+    assert colab.PIP_REQUIREMENT.startswith("sdcourse[colab] @ ")
+    video = (ROOT / "sdcourse" / "video.py").read_text()
+    assert "ffmpeg" in video  # the MP4 writer goes through imageio's ffmpeg plugin
