@@ -3,6 +3,9 @@
     python scripts/build_notebooks.py --out build notebooks/*.ipynb      # executed copies + HTML in build/
     python scripts/build_notebooks.py --inplace notebooks/03_*.ipynb     # refresh the committed outputs
 
+With --inplace on the course's notebooks/ (the instructor sources) it then writes each one's learner's copy
+into chapters/ and its worked solutions into solutions/ (sdcourse.grading.make_learner_copies).
+
 Each notebook runs top to bottom in a Python kernel of *this* interpreter (the course's .venv),
 from the notebooks folder. Then:
 
@@ -307,6 +310,14 @@ def main(argv=None) -> int:
             write_html(nb, args.out / (path.stem + ".html"))
             entries.append({**entry, "status": "ran", "seconds": seconds, "picture": first_picture(nb)})
 
+    course = [p.resolve() for p in paths if p.resolve().parent == ROOT / "notebooks"]
+    if args.inplace and course and not failures:  # the learners' copies follow their instructor sources
+        sys.path.insert(0, str(ROOT))
+        from sdcourse.grading import make_learner_copies
+
+        for written in make_learner_copies(notebooks=course, out_dir=ROOT / "chapters",
+                                           solutions_dir=ROOT / "solutions"):
+            print(f"build_notebooks: wrote the learner's copy {written.relative_to(ROOT)} and its solutions page")
     if not args.inplace:
         index = write_index(entries, args.out, model_of_run(executed))
         print(f"build_notebooks: executed notebooks and HTML pages are in {args.out.resolve()}/; "

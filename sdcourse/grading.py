@@ -156,6 +156,80 @@ def make_student_versions(source_dir: str | Path = "notebooks", out_dir: str | P
     return written
 
 
+REPO_BLOB = "https://github.com/sdcourse/sdcourse/blob/main"
+SOLUTION_BLOCK = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n(.*?)^[ \t]*### END SOLUTION\n?", re.S | re.M)
+HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS\n.*?^[ \t]*### END HIDDEN TESTS\n?", re.S | re.M)
+
+
+def _is_graded(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(meta.get("solution") or meta.get("grade"))
+
+
+def solutions_page(notebook, name: str) -> str:
+    """A Markdown page of the worked solutions of a chapter notebook's graded exercises: each exercise's
+    statement (the Markdown cell above its answer cell) and the answer cell with the solution filled in and the
+    nbgrader markers taken out. No hidden test is on it."""
+    nb = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, (str, Path)) else notebook
+    title = next((line[2:] for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                  if line.startswith("# ")), name)
+    parts = [f"# Worked solutions: {title}", "",
+             f"The graded exercises of [{name}](../chapters/{name}), answered. Try each one before you read its "
+             "answer: the check cell under it in the notebook tells you whether yours is right.", ""]
+    for i, cell in enumerate(nb.cells):
+        if not cell.get("metadata", {}).get("nbgrader", {}).get("solution") or cell.cell_type != "code":
+            continue
+        statement = next((c.source for c in reversed(nb.cells[:i]) if c.cell_type == "markdown"), "")
+        statement = re.sub(r"^#+ ", "## ", statement.strip(), count=1)
+        code = SOLUTION_BLOCK.sub(lambda m: m.group(2), cell.source).rstrip()
+        parts += [statement, "", "```python", code, "```", ""]
+    return "\n".join(parts)
+
+
+def _learner_copy(released, source, out_name: str, name: str) -> None:
+    """Turn nbgrader's student version ``released`` (outputs cleared) into the learner's copy, in place: every
+    teaching cell gets its outputs back from ``source`` (matched by cell id), the graded cells stay empty, the
+    Colab badge opens this copy, and the graded exercises' heading links the worked solutions."""
+    by_id = {c.get("id"): c for c in source.cells}
+    for cell in released.cells:
+        original = by_id.get(cell.get("id"))
+        if cell.cell_type == "code" and original is not None and not _is_graded(cell):
+            cell.outputs = original.get("outputs", [])
+            cell.execution_count = original.get("execution_count")
+        if cell.cell_type == "markdown":
+            cell.source = cell.source.replace("sdcourse/sdcourse/blob/main/notebooks/",
+                                              f"sdcourse/sdcourse/blob/main/{out_name}/")
+            if cell.source.startswith("## Graded exercises"):
+                cell.source += (f"\n\nStuck? The worked solutions are on a page of their own: "
+                                f"[solutions/{Path(name).stem}.md]({REPO_BLOB}/solutions/{Path(name).stem}.md).")
+
+
+def make_learner_copies(source_dir: str | Path = "notebooks", out_dir: str | Path = "chapters",
+                        solutions_dir: str | Path = "solutions",
+                        notebooks: list[str | Path] | None = None) -> list[Path]:
+    """Write what a learner opens: each graded chapter notebook without its solutions and hidden tests, with
+    every teaching cell's outputs kept, into ``out_dir``; and its worked solutions, as a page of their own, into
+    ``solutions_dir``. ``source_dir`` holds the instructor's notebooks (solutions, hidden tests, outputs).
+    Returns the notebooks written."""
+    paths = _check_notebooks(notebooks) if notebooks else graded_notebooks(source_dir)
+    _check_not_overwriting(out_dir, paths)
+    out_dir = check_writable_dir(out_dir, "out_dir", "chapters")
+    solutions_dir = check_writable_dir(solutions_dir, "solutions_dir", "solutions")
+    written = []
+    with tempfile.TemporaryDirectory(prefix="sdcourse-nbgrader-") as tmp:
+        course = Path(tmp)
+        _release(course, paths)
+        for path in paths:
+            source = nbformat.read(path, as_version=4)
+            released = nbformat.read(course / "release" / chapter_of(path.name) / path.name, as_version=4)
+            _learner_copy(released, source, Path(out_dir).name, path.name)
+            target = out_dir / path.name
+            nbformat.write(released, target)
+            (solutions_dir / (path.stem + ".md")).write_text(solutions_page(source, path.name), encoding="utf-8")
+            written.append(target)
+    return written
+
+
 def _check_notebooks(notebooks) -> list[Path]:
     paths = [check_path(p, f"notebooks[{i}]", "notebooks/06_img2img.ipynb") for i, p in enumerate(notebooks)]
     for i, path in enumerate(paths):
@@ -416,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("student", help="write the student versions of the graded chapter notebooks")
     s.add_argument("--source", default="notebooks", help="folder of the course's notebooks (default: notebooks)")
     s.add_argument("--out", default="student", help="where the student versions go (default: student)")
+    c = sub.add_parser("learner", help="write what a learner opens: chapters/ (no solutions, outputs kept) and "
+                                       "solutions/ (worked solutions, a page per chapter)")
+    c.add_argument("--source", default="notebooks", help="folder of the course's notebooks (default: notebooks)")
+    c.add_argument("--out", default="chapters", help="where the learners' copies go (default: chapters)")
+    c.add_argument("--solutions", default="solutions", help="where the solution pages go (default: solutions)")
     g = sub.add_parser("grade", help="grade a folder of submissions: SUBMISSIONS/<student>/NN_name.ipynb")
     g.add_argument("submissions")
     g.add_argument("--source", default="notebooks", help="folder of the course's notebooks (default: notebooks)")
@@ -426,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="notebooks graded at a time (default 1; on a CPU, up to its number of cores)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "learner":
+            for path in make_learner_copies(args.source, args.out, args.solutions):
+                print("wrote", path)
+            return 0
         if args.command == "student":
             for path in make_student_versions(args.source, args.out):
                 print("wrote", path)

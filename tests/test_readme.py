@@ -41,8 +41,8 @@ def test_mentioned_files_exist():
 
 
 def test_every_notebook_is_in_the_table():
-    linked = set(re.findall(r"\]\((notebooks/\d\d_[\w]+\.ipynb)\)", README))
-    existing = {f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    linked = set(re.findall(r"\]\((chapters/\d\d_[\w]+\.ipynb)\)", README))
+    existing = {f"chapters/{p.name}" for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
     assert existing <= linked, f"notebooks missing from the README table: {sorted(existing - linked)}"
 
 
