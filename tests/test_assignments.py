@@ -31,11 +31,29 @@ WRONG_ANSWERS = {
                          'pipe.scheduler = LMSDiscreteScheduler.from_config(pipe.scheduler.config)\n'
                          'def hand_loop(prompt, negative, seed=0, steps=3):\n    return pipe(prompt, height=small, width=small, num_inference_steps=steps, guidance_scale=GUIDANCE,\n                generator=sdcourse.make_generator(seed), output_type="latent").images',
     'ch04-ex-02-answer': 'def guidance_at(i, steps):\n    return 12 - 11 * i / steps',
-    'ch05-ex-01-answer': 'def ancestral():\n    return EulerAncestralDiscreteScheduler()',
+    'ch05-ex-01-answer': 'from diffusers import DDIMScheduler\n'
+                         'ddim = DDIMScheduler.from_config(pipe.scheduler.config)\n'
+                         'latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))\n'
+                         'noise_pred = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))\n'
+                         'def ddim_step(sample, noise_pred, t, t_prev):  # no square roots\n'
+                         '    a_t, a_prev = ddim.alphas_cumprod[t], ddim.alphas_cumprod[t_prev]\n'
+                         '    x0 = (sample - (1 - a_t) * noise_pred) / a_t\n'
+                         '    return a_prev * x0 + (1 - a_prev) * noise_pred',
     'ch05-ex-02-answer': 'def calls_per_picture(name, steps):\n    return steps',
     'ch06-ex-01-answer': 'def img2img_calls(strength, steps):\n    return steps',
     'ch06-ex-02-answer': 'def first_timestep(steps, strength):\n    return int(strength * pipe.scheduler.config.num_train_timesteps) - 1',
-    'ch07-ex-01-answer': 'def repaint(image, mask, prompt):\n    return sdcourse.inpaint(pipe, image, mask, prompt, steps=2, seed=0).images[0]',
+    'ch07-ex-01-answer': 'from PIL import ImageDraw\n'
+                         'from sdcourse.inpaint import latent_mask, prepare_mask\n'
+                         'picture = sdcourse.load_picture("sketch", small)\n'
+                         'mask = Image.new("L", (small, small), 0)\n'
+                         'ImageDraw.Draw(mask).rectangle([0, 0, small // 2 - 1, small // 2 - 1], fill=255)\n'
+                         'cell_mask = latent_mask(prepare_mask(mask, picture), pipe.vae_scale_factor)\n'
+                         'clean = sdcourse.pil_to_latents(pipe.vae, [picture], generator=sdcourse.make_generator(0))\n'
+                         'noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))\n'
+                         'latents = torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))\n'
+                         'pipe.scheduler.set_timesteps(4)\n'
+                         'def blend(latents, clean, noise, cell_mask, next_t):  # the outside never noised\n'
+                         '    return cell_mask * latents + (1 - cell_mask) * clean',
     'ch07-ex-02-answer': 'def cells_touched(mask):\n    f = pipe.vae_scale_factor\n    pixels = torch.from_numpy((np.asarray(mask.convert("L")) >= 128).astype(np.float32))[None, None]\n    return torch.nn.functional.interpolate(pixels, scale_factor=1 / f, mode="nearest")',
     'ch08-ex-01-answer': 'def my_slerp(t, v0, v1):\n    return (1 - t) * v0 + t * v1',
     'ch08-ex-02-answer': 'def largest_jump(frames):\n    arrays = [np.asarray(f, dtype=np.float64) for f in frames]\n    return int(np.argmax([(b - a).mean() for a, b in zip(arrays, arrays[1:])])) + 1',
