@@ -178,8 +178,11 @@ def summary_of(nb) -> str:
         paragraph = next((p for p in re.split(r"\n\s*\n", after) if p.strip()), "")
         text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", " ".join(paragraph.split()))  # links -> their text
         text = re.sub(r"[*_`]", "", text)
-        sentence = re.match(r"(.+?[.!?])(\s|$)", text)
-        return sentence.group(1) if sentence else text
+        sentences = [m.strip() for m in re.findall(r".+?[.!?:](?=\s|$)", text)] or [text]
+        summary = sentences[0]
+        if len(summary) < 60 and len(sentences) > 1:  # "Chapter 3 took the pipeline apart." says little alone
+            summary += " " + sentences[1]
+        return summary[:-1] + "." if summary.endswith(":") else summary
     return ""
 
 
