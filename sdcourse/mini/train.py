@@ -36,6 +36,12 @@ The stages (each saves checkpoints in ``--out`` and resumes from them when rerun
 
 The export folds the measured scaling factor into the VAE, so the folder says SD's 0.18215.
 
+**Chapter 13's run** (``--preset classroom``, :meth:`Recipe.classroom`) is stage 5 alone: the VAE and text encoder
+come from the bundled model (``frozen_from``) and stay frozen, and a new UNet learns on their latents and text
+vectors in minutes; it exports to ``OUT/model``, never over the bundled model. The pieces of stage 5 that the chapter
+shows one by one are functions of this module: :func:`noise_schedule`, :func:`batch_captions` (caption dropout),
+:func:`unet_batch` (the forward process) and :func:`denoising_loss`.
+
 **The world.** By default every stage sees flat renders (``shapes.render`` without a look), the world of the
 shipped model. ``--looks-per-scene 16 --polish-steps 0`` trains on the varied world instead: each picture with
 a random ``shapes.Look`` (position, size, tint, light and smooth edges left open by the caption). Guided
@@ -53,6 +59,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -77,6 +84,9 @@ class Recipe:
     """
 
     seed: int = setting(0, "the seed that every stage's random numbers come from (see stage_seed)")
+    frozen_from: str = setting("", "take the VAE and text encoder from this diffusers folder ('bundled': the shipped "
+                                   "mini model) and keep them frozen, so that only a new UNet trains (stage 5 alone)")
+    unet_width: int = setting(32, "stage 5: channels of the UNet's first block; the next two have 2x and 4x")
     # the world: flat renders, or varied ones (shapes.Look) that leave open what the caption does not name
     looks_per_scene: int = setting(0, "varied pictures per scene in the UNet's latents (0: one flat render each); "
                                       "the VAE stages then draw a fresh random look for every picture")
@@ -149,11 +159,27 @@ class Recipe:
                              f"({self.unet_steps}) steps, or neither; a batch of 1 or more and a delta above 0; got "
                              f"weight {self.smooth_weight}, steps {self.smooth_steps}, batch {self.smooth_batch}, "
                              f"delta {self.smooth_delta}")
+        if self.unet_width % 8:
+            raise ValueError(f"unet_width must be a multiple of 8 (the UNet's group norms), got {self.unet_width}")
+        if not isinstance(self.frozen_from, str) or self.frozen_from not in ("", "bundled") and not all(
+                (Path(self.frozen_from) / part).is_dir() for part in ("vae", "text_encoder")):
+            raise ValueError(f"frozen_from must be '' (train everything), 'bundled' or a diffusers folder with vae/ "
+                             f"and text_encoder/, got {self.frozen_from!r}")
+        if self.frozen_from and (self.looks_per_scene or self.polish_steps):
+            raise ValueError("a frozen VAE and text encoder (frozen_from) train the UNet alone, on flat renders: "
+                             "pass --looks-per-scene 0 --polish-steps 0")
         if self.subject_weight < 0:
             raise ValueError(f"subject_weight must be 0 or more, got {self.subject_weight}")
         if self.looks_per_scene and self.polish_steps:
             raise ValueError("the decoder polish (stage 6) trains towards each caption's flat render, which a varied "
                              "world does not have: with --looks-per-scene, pass --polish-steps 0")
+
+    @classmethod
+    def classroom(cls, **changes) -> "Recipe":
+        """Chapter 13's run: a new UNet of the shipped model's shape (3.3M parameters) learns from random weights on
+        the bundled model's frozen VAE and text encoder, 1,500 steps of 64 latents at a peak learning rate of 2e-3
+        (about 6 minutes on 2 CPU cores). ``changes`` replace single settings."""
+        return replace(cls(**CLASSROOM), **changes)
 
     def stage_seed(self, stage: str) -> int:
         """The seed of one stage's random numbers. Each stage has its own, so that what it draws does not
@@ -176,7 +202,8 @@ BIG = 10**9
 # What each setting may be: (lowest, highest, highest included). Step counts of the stages that make the weights
 # (the VAE, the UNet) start at 1: a run with none of them would export random weights.
 LIMITS = {
-    "seed": (0, 2**63 - 1, True), "looks_per_scene": (0, 1000, True), "look_strength": (0, 1, True),
+    "seed": (0, 2**63 - 1, True), "unet_width": (8, 1024, True), "looks_per_scene": (0, 1000, True),
+    "look_strength": (0, 1, True),
     "vae_steps": (1, BIG, True), "vae_batch": (1, 4096, True), "vae_lr": (1e-12, 1, True), "vae_warmup": (0, BIG, True),
     "vae_l1_weight": (0, 1e3, True), "vae_kl_weight": (0, 1e3, True), "decoder_steps": (0, BIG, True),
     "decoder_lr": (1e-12, 1, True), "decoder_warmup": (0, BIG, True), "decoder_l1_weight": (0, 1e3, True),
@@ -192,6 +219,10 @@ LIMITS = {
 }
 
 
+# Chapter 13's run (Recipe.classroom): only the UNet trains, on the bundled VAE's latents of flat renders.
+CLASSROOM = dict(frozen_from="bundled", unet_width=32, unet_steps=1500, unet_batch=64, unet_lr=2e-3, unet_warmup=100,
+                 ema_decay=0.99, robust_decoder_steps=0, polish_steps=0)
+PRESETS = {"shipped": Recipe, "classroom": Recipe.classroom}
 
 HELD_EVERY = 97  # every 97th scene (18 of them) measures the VAE's PSNR in the logs
 LOG_EVERY = 100  # steps between log lines (and the VAE stages' checkpoints)
@@ -199,9 +230,11 @@ UNET_SAVE_EVERY = 500  # steps between stage 5's checkpoints
 
 
 # ---------------------------------------------------------------- helpers every stage uses
-def log(msg: str, out: Path | None = None):
+def log(msg: str, out: Path | None = None, quiet: bool = False):
+    """Print ``msg`` with the time (not when ``quiet``) and append it to ``out / "train.log"``."""
     line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-    print(line, flush=True)
+    if not quiet:
+        print(line, flush=True)
     if out is not None:
         with open(out / "train.log", "a") as f:
             f.write(line + "\n")
@@ -237,8 +270,11 @@ def load_tokenizer():
 
 def build_pipeline(vae, text_encoder, unet):
     """A StableDiffusionPipeline around trained parts, with the shipped tokenizer and DDIM on ``arch``'s schedule."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler
 
+    from ..loader import _pipeline_class
+
+    StableDiffusionPipeline = _pipeline_class()  # without transformers' warnings about image processors
     scheduler = DDIMScheduler.from_config({k: v for k, v in arch.SCHEDULER_CONFIG.items() if k != "_class_name"})
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=load_tokenizer(), unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -501,8 +537,109 @@ def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alph
     return pred, penalty
 
 
+class Schedule(NamedTuple):
+    """SD's training noise schedule: the scheduler, its alpha_bar_t (1000,) and each timestep's min-SNR loss weight."""
+
+    scheduler: object
+    alphas_cumprod: torch.Tensor
+    loss_weight: torch.Tensor
+
+
+def noise_schedule(r: Recipe | None = None, device: str = "cpu") -> Schedule:
+    """Stable Diffusion's training schedule (scaled_linear betas 0.00085 -> 0.012 over 1000 steps, epsilon
+    prediction) as a DDPMScheduler, with alpha_bar_t and the min-SNR weights min(SNR_t, gamma) / SNR_t of
+    epsilon prediction, where SNR_t = alpha_bar_t / (1 - alpha_bar_t) and gamma is ``r.snr_gamma``."""
+    from diffusers import DDPMScheduler
+
+    r = r or Recipe()
+    schedule_keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+    sched = DDPMScheduler(**{k: arch.SCHEDULER_CONFIG[k] for k in schedule_keys})
+    ab = sched.alphas_cumprod.to(device)
+    snr = ab / (1 - ab)
+    return Schedule(sched, ab, torch.clamp(snr, max=r.snr_gamma) / snr)
+
+
+def batch_captions(scenes: list, rng: random.Random, r: Recipe) -> list[str]:
+    """One caption per scene, as training sees them: empty with probability ``r.caption_dropout`` (so that the
+    model also learns the unconditional prediction classifier-free guidance needs), otherwise the scene's
+    caption with each of size, position and background left out with probability ``r.caption_part_dropout``."""
+    return ["" if rng.random() < r.caption_dropout else shapes.random_caption(scene, rng, r.caption_part_dropout)
+            for scene in scenes]
+
+
+class Batch(NamedTuple):
+    """One training batch of stage 5: captions, clean latents x0, the noise, timesteps t and x_t."""
+
+    captions: list
+    x0: torch.Tensor
+    noise: torch.Tensor
+    t: torch.Tensor
+    xt: torch.Tensor
+
+
+def unet_batch(rng: random.Random, gen: torch.Generator, pool: "LatentPool", r: Recipe, schedule: Schedule,
+               device: str = "cpu") -> Batch:
+    """A batch of ``r.unet_batch`` pool entries of training scenes: their captions (:func:`batch_captions`),
+    a sample of each latent's posterior times the scaling factor (x0), noise with a per-channel offset of std
+    ``r.offset_noise``, random timesteps of SD's schedule and the noisy latents
+    x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (the scheduler's ``add_noise``)."""
+    idx = rng.choices(pool.train_idx, k=r.unet_batch)
+    caps = batch_captions([pool.scenes[pool.scene_of[i]] for i in idx], rng, r)
+    idx_t = torch.tensor(idx, device=device)
+    eps_post = torch.randn(pool.mean[idx_t].shape, generator=gen).to(device)
+    x0 = (pool.mean[idx_t] + pool.std[idx_t] * eps_post) * pool.scaling  # a sample of the posterior, scaled
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    noise = noise + r.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=gen).to(device)
+    t = torch.randint(0, schedule.scheduler.config.num_train_timesteps, (r.unet_batch,), generator=gen).to(device)
+    return Batch(caps, x0, noise, t, schedule.scheduler.add_noise(x0, noise, t))
+
+
+def denoising_loss(pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, loss_weight: torch.Tensor):
+    """SD's objective: the mean squared error between the UNet's prediction and the noise that was added, per
+    picture, weighted by ``loss_weight[t]`` (min-SNR, see :func:`noise_schedule`), averaged over the batch."""
+    return ((pred - noise).square().mean(dim=(1, 2, 3)) * loss_weight[t]).mean()
+
+
+class LatentPool(NamedTuple):
+    """What stage 5 draws from: posterior means and stds, the scaling factor, every entry's scene (an index into
+    ``scenes``) and the entries of training scenes."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    scaling: float
+    scene_of: list
+    train_idx: list
+    scenes: list
+
+
+def latent_pool(mean, std, scaling: float, scene_of: torch.Tensor | None = None, device: str = "cpu") -> LatentPool:
+    """A :class:`LatentPool` of cached latents (:func:`latent_cache`); held-out scenes are never trained on."""
+    all_scenes = shapes.all_scenes()
+    scene_of = torch.arange(len(all_scenes)) if scene_of is None else scene_of
+    training = set(training_scene_indices())
+    train_idx = [i for i, scene in enumerate(scene_of.tolist()) if scene in training]  # pool entries
+    return LatentPool(mean.to(device), std.to(device), scaling, scene_of.tolist(), train_idx, all_scenes)
+
+
+def frozen_parts(folder: str, device: str = "cpu"):
+    """The VAE and text encoder of a diffusers folder ('bundled': the shipped mini model), frozen, in eval mode."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    from ..loader import _quiet_loading
+
+    path = MINI_MODEL_DIR if folder == "bundled" else Path(folder)
+    if not (path / "vae").is_dir() or not (path / "text_encoder").is_dir():
+        raise ValueError(f"frozen_from must be 'bundled' or a diffusers folder with vae/ and text_encoder/, "
+                         f"got {folder!r}")
+    with _quiet_loading():  # no loading bars
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae").to(device).eval().requires_grad_(False)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder").to(device).eval()
+    return vae, text_encoder.requires_grad_(False)
+
+
 def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scaling: float, device: str,
-               scene_of: torch.Tensor | None = None):
+               scene_of: torch.Tensor | None = None, text_encoder=None, on_step=None):
     """Stage 5: train a CLIPTextModel and a UNet2DConditionModel together on SD's denoising loss.
 
     Each step takes ``unet_batch`` entries of the latent pool whose scenes are training scenes (``scene_of``:
@@ -511,67 +648,69 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
     asks the UNet for the noise (epsilon prediction), conditioned on the scene's caption with parts left out,
     or on the empty caption (``caption_dropout``). The noise has a per-channel offset (``offset_noise``); each
     picture's loss is weighted by min(SNR, ``snr_gamma``) / SNR. An EMA of the weights is kept, and that EMA
-    is what this returns (text encoder and UNet, in eval mode). Resumes from ``out / "unet.pt"``."""
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    is what this returns (text encoder and UNet, in eval mode). Resumes from ``out / "unet.pt"``.
+
+    With a ``text_encoder`` given, that one is used frozen and only a new UNet learns. ``on_step(step, loss,
+    ema_models)``, when given, is called after every step with the step's number (1, 2, ...), its denoising loss
+    and a function that returns copies of (text encoder, UNet) with the EMA weights."""
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     ckpt = out / "unet.pt"
     torch.manual_seed(r.stage_seed("unet_init"))
-    text_encoder = CLIPTextModel(CLIPTextConfig(**arch.TEXT_CONFIG)).to(device)
-    unet = UNet2DConditionModel(**arch.UNET_CONFIG).to(device)
-    params = list(text_encoder.parameters()) + list(unet.parameters())
+    frozen = text_encoder is not None
+    if not frozen:
+        text_encoder = CLIPTextModel(CLIPTextConfig(**arch.TEXT_CONFIG)).to(device)
+    unet = UNet2DConditionModel(**arch.unet_config(r.unet_width)).to(device)
+    params = ([] if frozen else list(text_encoder.parameters())) + list(unet.parameters())
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=r.unet_lr, weight_decay=r.unet_weight_decay)
     start = 0
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device)
-        text_encoder.load_state_dict(state["text_encoder"]), unet.load_state_dict(state["unet"])
+        if not frozen:
+            text_encoder.load_state_dict(state["text_encoder"])
+        unet.load_state_dict(state["unet"])
         if "opt" in state:  # a checkpoint seeded from exported weights has no optimizer state or EMA yet
             opt.load_state_dict(state["opt"])
         ema = [e.to(device) for e in state["ema"]] if "ema" in state else [p.detach().clone() for p in params]
         start = state["step"]
         log(f"UNet: resuming at step {start}", out)
+
+    def ema_models():
+        te, un = text_encoder if frozen else copy.deepcopy(text_encoder), copy.deepcopy(unet)
+        with torch.no_grad():
+            for p, e in zip(([] if frozen else list(te.parameters())) + list(un.parameters()), ema):
+                p.copy_(e)
+        return te.eval(), un.eval()
+
     if start < r.unet_steps:
-        schedule_keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
-        sched = DDPMScheduler(**{k: arch.SCHEDULER_CONFIG[k] for k in schedule_keys})
-        ab = sched.alphas_cumprod.to(device)
-        snr = ab / (1 - ab)
-        weight = torch.clamp(snr, max=r.snr_gamma) / snr  # min-SNR weighting for epsilon prediction
+        schedule = noise_schedule(r, device)
         tok = CaptionIds(load_tokenizer())
-        all_scenes = shapes.all_scenes()
-        scene_of = torch.arange(len(all_scenes)) if scene_of is None else scene_of
-        training = set(training_scene_indices())
-        train_idx = [i for i, scene in enumerate(scene_of.tolist()) if scene in training]  # pool entries
-        scene_of = scene_of.tolist()
+        pool = latent_pool(mean, std, scaling, scene_of, device)
         rng = random.Random(r.stage_seed("unet") + start)
         gen = torch.Generator(device="cpu").manual_seed(r.stage_seed("unet") + start)
-        mean, std = mean.to(device), std.to(device)
         t0, ema_loss, ema_penalty = time.time(), None, None
+        text_encoder.train(not frozen), unet.train()
         for step in range(start, r.unet_steps):
             set_lr(opt, lr_at(step, r.unet_steps, r.unet_lr, r.unet_warmup, r.lr_floor))
             # a batch: scenes, their captions (some empty, some shortened), latents, noise, timesteps
-            idx = rng.choices(train_idx, k=r.unet_batch)
-            caps = ["" if rng.random() < r.caption_dropout
-                    else shapes.random_caption(all_scenes[scene_of[i]], rng, r.caption_part_dropout) for i in idx]
-            ids = tok(caps).to(device)
-            idx_t = torch.tensor(idx, device=device)
-            eps_post = torch.randn(mean[idx_t].shape, generator=gen).to(device)
-            x0 = (mean[idx_t] + std[idx_t] * eps_post) * scaling  # a sample of the posterior, scaled
-            noise = torch.randn(x0.shape, generator=gen).to(device)
-            noise = noise + r.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=gen).to(device)
-            t = torch.randint(0, sched.config.num_train_timesteps, (r.unet_batch,), generator=gen).to(device)
-            xt = sched.add_noise(x0, noise, t)
+            batch = unet_batch(rng, gen, pool, r, schedule, device)
+            ids = tok(batch.captions).to(device)
             # the UNet predicts the noise; each picture's squared error is weighted by min-SNR
-            emb = text_encoder(ids).last_hidden_state
+            with torch.set_grad_enabled(not frozen):
+                emb = text_encoder(ids).last_hidden_state
             if step >= r.unet_steps - r.smooth_steps:  # the last smooth_steps steps: with the penalty
-                keep = torch.tensor([j for j, c in enumerate(caps) if c][: r.smooth_batch], dtype=torch.long)
-                v = torch.randn((len(keep),) + tuple(x0.shape[1:]), generator=gen).to(device)
-                uncond = text_encoder(tok([""]).to(device)).last_hidden_state
-                pred, penalty = denoise_and_smoothness(unet, xt, t, emb, uncond, keep.to(device), v,
-                                                       r.smooth_delta, ab)
+                keep = torch.tensor([j for j, c in enumerate(batch.captions) if c][: r.smooth_batch],
+                                    dtype=torch.long)
+                v = torch.randn((len(keep),) + tuple(batch.x0.shape[1:]), generator=gen).to(device)
+                with torch.set_grad_enabled(not frozen):
+                    uncond = text_encoder(tok([""]).to(device)).last_hidden_state
+                pred, penalty = denoise_and_smoothness(unet, batch.xt, batch.t, emb, uncond, keep.to(device), v,
+                                                       r.smooth_delta, schedule.alphas_cumprod)
             else:
-                pred, penalty = unet(xt, t, emb).sample, None
-            denoising = ((pred - noise).square().mean(dim=(1, 2, 3)) * weight[t]).mean()
+                pred, penalty = unet(batch.xt, batch.t, emb).sample, None
+            denoising = denoising_loss(pred, batch.noise, batch.t, schedule.loss_weight)
             loss = denoising
             if penalty is not None:
                 ema_penalty = penalty.item() if ema_penalty is None else 0.98 * ema_penalty + 0.02 * penalty.item()
@@ -586,10 +725,14 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
                 eta = (r.unet_steps - step - 1) / rate / 60
                 smooth = "" if ema_penalty is None else f" smoothness {ema_penalty:.5f}"
                 log(f"UNet step {step + 1}/{r.unet_steps} loss {ema_loss:.4f}{smooth} lr "
-                    f"{opt.param_groups[0]['lr']:.2e} ({rate:.2f} steps/s, {eta:.0f} min left)", out)
+                    f"{opt.param_groups[0]['lr']:.2e} ({rate:.2f} steps/s, {eta:.0f} min left)", out,
+                    quiet=on_step is not None)
             if (step + 1) % UNET_SAVE_EVERY == 0 or step + 1 == r.unet_steps:
-                save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), opt=opt.state_dict(),
-                          ema=ema, step=step + 1)
+                save_ckpt(ckpt, **({} if frozen else {"text_encoder": text_encoder.state_dict()}),
+                          unet=unet.state_dict(), opt=opt.state_dict(), ema=ema, step=step + 1)
+            if on_step is not None:
+                on_step(step + 1, denoising.item(), ema_models)
+    text_encoder.eval()
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
@@ -735,20 +878,26 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Recipe]:
     """The run's options, and the :class:`Recipe` made of the others (one option per field)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=folder_path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
-    ap.add_argument("--export", type=folder_path, default=MINI_MODEL_DIR,
-                    help="where the trained diffusers folder goes")
+    ap.add_argument("--export", type=folder_path, default=None,
+                    help="where the trained diffusers folder goes (default: sdcourse/mini_model/ for the shipped "
+                         "recipe, OUT/model for any run on frozen parts, such as --preset classroom)")
     ap.add_argument("--decoder-only", action="store_true", help="stop after the decoder stages (2 and 4)")
     ap.add_argument("--export-now", action="store_true",
                     help="export the latest checkpoints (EMA weights) without training further")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    recipe = ap.add_argument_group("recipe", "every training setting (defaults: the shipped model's recipe)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="shipped",
+                    help="the recipe to start from: the shipped model's, or chapter 13's small run (a new UNet on the "
+                         "bundled VAE and text encoder, minutes on a CPU); the options below change single settings")
+    recipe = ap.add_argument_group("recipe", "every training setting (defaults: the preset's)")
     for f in fields(Recipe):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, tuple):
             recipe.add_argument(flag, type=float, nargs="+", default=f.default, help=f.metadata["help"])
         else:
             recipe.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+    known, _ = ap.parse_known_args(argv)
+    ap.set_defaults(**asdict(PRESETS[known.preset]()))
     args = ap.parse_args(argv)
     if args.threads < 0:
         ap.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
@@ -757,6 +906,11 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Recipe]:
         recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     except ValueError as err:  # one line, as argparse's own errors
         ap.error(f"{err} (each setting is the option of the same name: unet_lr is --unet-lr)")
+    if args.export is None:  # a run on the bundled model's frozen parts never overwrites the bundled model
+        args.export = args.out / "model" if recipe.frozen_from else MINI_MODEL_DIR
+    if recipe.frozen_from and Path(args.export).resolve() == MINI_MODEL_DIR.resolve():
+        ap.error("a run on frozen parts trains a new UNet only; export it elsewhere than sdcourse/mini_model/, "
+                 "whose VAE and text encoder it uses")
     return args, recipe
 
 
@@ -767,9 +921,10 @@ def folder_path(text: str) -> Path:
     return Path(text)
 
 
-def steps_done(out: Path) -> dict:
-    """How many steps each stage's checkpoint in ``out`` holds (0 for an optional stage never run)."""
-    for needed in ("vae.pt", "unet.pt"):
+def steps_done(out: Path, frozen: bool = False) -> dict:
+    """How many steps each stage's checkpoint in ``out`` holds (0 for an optional stage never run); with a
+    ``frozen`` VAE and text encoder, only the UNet's."""
+    for needed in ("unet.pt",) if frozen else ("vae.pt", "unet.pt"):
         if not (out / needed).exists():
             raise SystemExit(f"--export-now needs the checkpoint {out / needed}, which does not exist")
 
@@ -777,6 +932,8 @@ def steps_done(out: Path) -> dict:
         path = out / f"{name}.pt"
         return torch.load(path, map_location="cpu")["step"] if path.exists() else 0
 
+    if frozen:
+        return {"unet_steps": step("unet")}
     done = {"vae_steps": step("vae"), "unet_steps": step("unet"), "robust_decoder_steps": step("decoder_robust"),
             "polish_steps": step("decoder_polish")}
     if (out / "decoder.pt").exists():
@@ -790,7 +947,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     out, device = args.out, args.device
     if args.export_now:
-        r = replace(r, **steps_done(out))
+        r = replace(r, **steps_done(out, bool(r.frozen_from)))
     out.mkdir(parents=True, exist_ok=True)
     t0 = clock = time.time()
     minutes = {}
@@ -800,19 +957,24 @@ def main(argv=None):
         minutes[name], clock = round((time.time() - clock) / 60, 1), time.time()
 
     log(f"training on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}", out)
-    vae = train_vae(out, r, device)
-    stage_done("vae")
-    vae = train_decoder(out, vae, r, device)
-    stage_done("decoder")
+    frozen_text = None
+    if r.frozen_from:  # the VAE and text encoder come trained and stay frozen: stage 5 alone
+        vae, frozen_text = frozen_parts(r.frozen_from, device)
+        log(f"VAE and text encoder: {r.frozen_from}, frozen", out)
+    else:
+        vae = train_vae(out, r, device)
+        stage_done("vae")
+        vae = train_decoder(out, vae, r, device)
+        stage_done("decoder")
     mean, std, scaling, scene_of = cached_latents(out, vae, device, r)
     log(f"{len(mean)} latents {tuple(mean.shape[1:])}, measured scaling factor {scaling:.5f}", out)
     stage_done("latent_cache")
-    if r.robust_decoder_steps:
+    if r.robust_decoder_steps and not r.frozen_from:
         vae = train_decoder(out, vae, r, device, robust=True, scaling=scaling)
         stage_done("decoder_robust")
     if args.decoder_only:
         return
-    text_encoder, unet = train_unet(out, r, mean, std, scaling, device, scene_of)
+    text_encoder, unet = train_unet(out, r, mean, std, scaling, device, scene_of, text_encoder=frozen_text)
     stage_done("unet")
     if r.polish_steps:
         latents, scene_index = generated_latents(out, vae, text_encoder, unet, r, scaling, device)
