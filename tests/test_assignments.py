@@ -27,7 +27,7 @@ WRONG_ANSWERS = {
     'ch03-ex-01-answer': 'def pieces(text):\n    return len(text.split())',
     'ch03-ex-02-answer': 'def latent_shape(height, width):\n    return (1, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, height // pipe.vae_scale_factor)',
     'ch04-ex-01-answer': 'from diffusers import LMSDiscreteScheduler\n'
-                         'GUIDANCE = 2.0 if sdcourse.is_mini_model(pipe) else 7.5\n'
+                         'GUIDANCE = sdcourse.klms_guidance(pipe)\n'
                          'pipe.scheduler = LMSDiscreteScheduler.from_config(pipe.scheduler.config)\n'
                          'def hand_loop(prompt, negative, seed=0, steps=3):\n    return pipe(prompt, height=small, width=small, num_inference_steps=steps, guidance_scale=GUIDANCE,\n                generator=sdcourse.make_generator(seed), output_type="latent").images',
     'ch04-ex-02-answer': 'def guidance_at(i, steps):\n    return 12 - 11 * i / steps',
@@ -90,6 +90,19 @@ WRONG_ANSWERS = {
                          'def lift(result, word, colour):  # forgets the start token: the map of the word before\n'
                          '    i = result.tokens[0][1:-1].index(word)\n    region = colour_mask(result.images[0], colour)\n'
                          '    return mass_inside(result.maps[0, i], region) / region.mean()',
+    # Chapter 13: the exercises run on the setup cell's schedule, batch and bundled UNet.
+    'ch13-ex-01-answer': 'def noisy(x0, noise, t):  # no square roots\n'
+                         '    ab = alphas_cumprod[t].view(-1, 1, 1, 1)\n    return ab * x0 + (1 - ab) * noise',
+    'ch13-ex-02-answer': 'ids = train.load_tokenizer()(["a red circle", "", "a large blue square in the top left", '
+                         '"a green triangle",\n                              "a small white circle on a black background", ""], '
+                         'padding="max_length",\n                             max_length=77, truncation=True, '
+                         'return_tensors="pt").input_ids\ntext_embeddings = text_encoder(ids).last_hidden_state\n'
+                         'def batch_loss(unet, text_embeddings, x0, noise, t):  # forgets the min-SNR weights\n'
+                         '    x_t = schedule.scheduler.add_noise(x0, noise, t)\n'
+                         '    pred = unet(x_t, t, encoder_hidden_states=text_embeddings).sample\n'
+                         '    return (pred - noise).square().mean()',
+    'ch13-ex-03-answer': 'def drop_captions(captions, p, rng):  # drops the whole batch at once\n'
+                         '    return [""] * len(captions) if rng.random() < p else list(captions)',
 }
 
 
@@ -114,7 +127,7 @@ def chapters():
 
 def test_every_chapter_has_two_graded_exercises_with_a_planted_wrong_answer():
     paths = chapters()
-    assert [p.name[:2] for p in paths] == [f"{i:02d}" for i in range(1, 13)]
+    assert [p.name[:2] for p in paths] == [f"{i:02d}" for i in range(1, 14)]
     for path in paths:
         nb = nbformat.read(str(path), as_version=4)
         found = grading.exercises(path)
