@@ -7,7 +7,7 @@ from .validate import check_prompts, check_seed, check_size
 from .images import image_grid, latents_to_pil, pil_to_latents, pil_to_tensor, show, tensor_to_pil, upscale
 from .loop import denoise, encode_prompt, generate, predict_x0
 from .fast_loop import FastLoop, lms_coefficients
-from .schedulers import make_scheduler, scheduler_names, set_scheduler
+from .schedulers import klms_guidance, make_scheduler, scheduler_names, set_scheduler
 from .interp import lerp, slerp, slerp_frames
 from .video import show_gif, show_mp4, write_gif, write_mp4
 from .metrics import psnr

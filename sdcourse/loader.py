@@ -394,8 +394,9 @@ def sharing_pipeline(pipe, cls, caller: str):
 def is_mini_model(pipe) -> bool:
     """True when ``pipe`` is the bundled mini model (however it was loaded), False for anything else.
 
-    Notebooks use it where the two models need different settings, for example K-LMS's guidance
-    scale in chapter 4 (the mini model's K-LMS pictures fall apart above guidance 3; see its model card).
+    The course uses it where the two models need different settings, for example K-LMS's guidance scale in
+    chapter 4 (``schedulers.klms_guidance``) and the claims that chapters check on the mini model's results
+    (``claims.check_claim``).
     """
     name = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "")
     try:

@@ -141,3 +141,18 @@ class UNetCallCounter:
         self._handle.remove()
         self._handle = None
         return False
+
+
+SD_GUIDANCE = 7.5  # StableDiffusionPipeline's default guidance_scale
+MINI_KLMS_GUIDANCE = 2.0  # the mini model's K-LMS pictures fall apart above it (chapter 5 shows why)
+
+
+def klms_guidance(pipe) -> float:
+    """The guidance scale at which chapter 4 samples ``pipe`` with K-LMS: SD's 7.5, but 2.0 for the bundled mini
+    model, whose sampling equation at 7.5 is too stiff for K-LMS's steps (its own sampler, DDIM, is fine at 7.5).
+
+    Example: ``klms_guidance(sdcourse.load_pipeline("mini"))`` is 2.0.
+    """
+    from .loader import is_mini_model
+
+    return MINI_KLMS_GUIDANCE if is_mini_model(pipe) else SD_GUIDANCE
