@@ -83,8 +83,7 @@ def accuracy(pipe, guidance: float = 7.5, n: int = 64, steps: int = 20, seed: in
     steps, caption i with seed ``seed + i``) and the pictures: (accuracy dict, images)."""
     pairs = heldout_captions(n)
     images = evaluate.draw_captions(pipe, [c for _, c in pairs], guidance, steps, seed=seed, progress=False)
-    scores = [evaluate.score(evaluate.read_picture(im), scene) for im, (scene, _) in zip(images, pairs)]
-    return {k: float(np.mean([s[k] for s in scores])) for k in ATTRIBUTES}, images
+    return evaluate.attribute_accuracy(map(evaluate.read_picture, images), [scene for scene, _ in pairs]), images
 
 
 def dropout_record() -> dict:

@@ -138,6 +138,12 @@ def score(reading: Reading, scene: shapes.Scene) -> dict[str, bool]:
     }
 
 
+def attribute_accuracy(readings, scenes) -> dict[str, float]:
+    """The share of ``readings`` (:class:`Reading`) that show each attribute of their ``scenes`` right."""
+    scores = [score(r, s) for r, s in zip(readings, scenes)]
+    return {k: float(np.mean([sc[k] for sc in scores])) for k in shapes.ATTRIBUTES}
+
+
 def heldout_prompts(n: int = 200, seed: int = 0) -> list[tuple[shapes.Scene, str]]:
     """``n`` seeded (scene, full caption) pairs from the scenes the model never saw in training."""
     if not isinstance(n, int) or n < 1:
@@ -213,8 +219,7 @@ def evaluate(pipe, n: int = 200, steps: int = 20, guidances=(7.5, 1.0), n_short:
         t0 = time.time()
         images = draw_captions(pipe, [c for _, c in pairs], g, steps, progress=progress, sampler=sampler)
         readings = [read_picture(im) for im in images]
-        scores = [score(r, s) for r, (s, _) in zip(readings, pairs)]
-        row = {k: float(np.mean([sc[k] for sc in scores])) for k in shapes.ATTRIBUTES}
+        row = attribute_accuracy(readings, [s for s, _ in pairs])
         row["palette_purity"] = float(np.mean([r.purity for r in readings]))
         row["short_prompt"] = float("nan")
         if n_short:
@@ -244,7 +249,7 @@ def vae_round_trip(pipe, n: int = 200, varied: bool = False) -> dict:
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
     pics = ((rec.float() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     readings = [read_picture(p) for p in pics]
-    row = {k: float(np.mean([score(r, s)[k] for r, (s, _) in zip(readings, pairs)])) for k in shapes.ATTRIBUTES}
+    row = attribute_accuracy(readings, [s for s, _ in pairs])
     row["palette_purity"] = float(np.mean([r.purity for r in readings]))
     return row
 
