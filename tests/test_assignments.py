@@ -21,16 +21,29 @@ NOTEBOOKS = ROOT / "notebooks"
 # One wrong but runnable answer per exercise (a common mistake); each must lose exactly that exercise's points.
 WRONG_ANSWERS = {
     'ch01-ex-01-answer': 'def picture(seed, steps=2):\n    return pipe(PROMPT, height=small, width=small, num_inference_steps=steps, generator=sdcourse.make_generator(0)).images[0]',
-    'ch01-ex-02-answer': 'def unet_calls(steps):\n    return 2 * steps',
+    'ch01-ex-02-answer': 'from PIL.PngImagePlugin import PngInfo\n'
+                         'def save_with_recipe(picture, path, prompt, seed, steps):\n'
+                         '    info = PngInfo()\n'
+                         '    for key, value in (("prompt", prompt), ("seed", seed), ("steps", steps)):\n'
+                         '        info.add_text(key, str(value))\n'
+                         '    picture.save(path, format="PNG", pnginfo=info)\n'
+                         'def remake(path):  # forgets the file\'s size\n'
+                         '    recipe = dict(Image.open(path).text)\n'
+                         '    return pipe(recipe["prompt"], height=small, width=small, num_inference_steps=int(recipe["steps"]),\n'
+                         '                generator=sdcourse.make_generator(int(recipe["seed"]))).images[0]',
     'ch02-ex-01-answer': 'def batch(seeds, steps=2):\n    return pipe([PROMPT] * len(seeds), height=small, width=small, num_inference_steps=steps,\n                generator=sdcourse.make_generator(seeds[0])).images',
     'ch02-ex-02-answer': 'def noise_shape(height, width):\n    f = pipe.vae_scale_factor\n    for value in (height, width):\n        if value % f:\n            raise ValueError(f"{value} is not a multiple of {f}")\n    return (1, pipe.unet.config.in_channels, width // f, height // f)',
-    'ch03-ex-01-answer': 'def pieces(text):\n    return len(text.split())',
+    'ch03-ex-01-answer': 'def decode(latents):  # the scaling factor not undone\n'
+                         '    pixels = ((pipe.vae.decode(latents).sample[0].float() / 2 + 0.5).clamp(0, 1) * 255).round()\n'
+                         '    return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy().astype(np.uint8))',
     'ch03-ex-02-answer': 'def latent_shape(height, width):\n    return (1, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, height // pipe.vae_scale_factor)',
     'ch04-ex-01-answer': 'from diffusers import LMSDiscreteScheduler\n'
                          'GUIDANCE = sdcourse.klms_guidance(pipe)\n'
                          'pipe.scheduler = LMSDiscreteScheduler.from_config(pipe.scheduler.config)\n'
                          'def hand_loop(prompt, negative, seed=0, steps=3):\n    return pipe(prompt, height=small, width=small, num_inference_steps=steps, guidance_scale=GUIDANCE,\n                generator=sdcourse.make_generator(seed), output_type="latent").images',
-    'ch04-ex-02-answer': 'def guidance_at(i, steps):\n    return 12 - 11 * i / steps',
+    'ch04-ex-02-answer': 'def rescaled_guidance(noise_uncond, noise_text, guidance, rescale):  # one std for the whole batch\n'
+                         '    guided = noise_uncond + guidance * (noise_text - noise_uncond)\n'
+                         '    return rescale * guided * noise_text.std() / guided.std() + (1 - rescale) * guided',
     'ch05-ex-01-answer': 'from diffusers import DDIMScheduler\n'
                          'ddim = DDIMScheduler.from_config(pipe.scheduler.config)\n'
                          'latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))\n'
@@ -40,8 +53,17 @@ WRONG_ANSWERS = {
                          '    x0 = (sample - (1 - a_t) * noise_pred) / a_t\n'
                          '    return a_prev * x0 + (1 - a_prev) * noise_pred',
     'ch05-ex-02-answer': 'def calls_per_picture(name, steps):\n    return steps',
-    'ch06-ex-01-answer': 'def img2img_calls(strength, steps):\n    return steps',
-    'ch06-ex-02-answer': 'def first_timestep(steps, strength):\n    return int(strength * pipe.scheduler.config.num_train_timesteps) - 1',
+    'ch06-ex-01-answer': 'sdcourse.set_scheduler(pipe, "ddim")\n'
+                         'i2i = sdcourse.img2img_pipeline(pipe)\n'
+                         'def first_timestep(steps, strength):\n'
+                         '    return int(strength * pipe.scheduler.config.num_train_timesteps) - 1',
+    'ch06-ex-02-answer': 'def strength_for_noise(share, steps):  # the variance, not the coefficient\n'
+                         '    solver = sdcourse.make_scheduler("ddim", pipe.scheduler.config)\n'
+                         '    solver.set_timesteps(steps)\n'
+                         '    for k in range(1, steps + 1):\n'
+                         '        if float(1 - solver.alphas_cumprod[int(solver.timesteps[steps - k])]) >= share:\n'
+                         '            return k / steps\n'
+                         '    return None',
     'ch07-ex-01-answer': 'from PIL import ImageDraw\n'
                          'from sdcourse.inpaint import latent_mask, prepare_mask\n'
                          'picture = sdcourse.load_picture("sketch", small)\n'
@@ -58,7 +80,8 @@ WRONG_ANSWERS = {
     'ch08-ex-01-answer': 'def my_slerp(t, v0, v1):\n    return (1 - t) * v0 + t * v1',
     'ch08-ex-02-answer': 'def largest_jump(frames):\n    arrays = [np.asarray(f, dtype=np.float64) for f in frames]\n    return int(np.argmax([(b - a).mean() for a, b in zip(arrays, arrays[1:])])) + 1',
     'ch09-ex-01-answer': 'def match_colours(frame, reference):\n    src, ref = np.asarray(frame, dtype=float), np.asarray(reference, dtype=float)\n    return Image.fromarray(np.clip(src - src.mean((0, 1)) + ref.mean((0, 1)), 0, 255).astype(np.uint8))',
-    'ch09-ex-02-answer': 'def keyframes(num_frames, first, second):\n    return {0: first, num_frames - 1: second}',
+    'ch09-ex-02-answer': 'def keyframe_values(keys, num_frames):  # np.interp needs the keys in order\n'
+                         '    return [float(v) for v in np.interp(range(num_frames), list(keys), list(keys.values()))]',
     'ch10-ex-01-answer': 'def euler_weights(sigmas):\n    return sigmas[:-1] - sigmas[1:]',
     'ch10-ex-02-answer': 'def saturation_batch(batches, seconds_per_picture):\n    return batches[int(np.argmin(seconds_per_picture))]',
     # Chapters 11 and 12: the cell's given lines (imports, settings) stay, only the function is wrong.
