@@ -83,25 +83,30 @@ WRONG_ANSWERS = {
     'ch09-ex-02-answer': 'def keyframe_values(keys, num_frames):  # np.interp needs the keys in order\n'
                          '    return [float(v) for v in np.interp(range(num_frames), list(keys), list(keys.values()))]',
     'ch10-ex-01-answer': 'def euler_weights(sigmas):\n    return sigmas[:-1] - sigmas[1:]',
-    'ch10-ex-02-answer': 'def saturation_batch(batches, seconds_per_picture):\n    return batches[int(np.argmin(seconds_per_picture))]',
+    'ch10-ex-02-answer': 'from diffusers.models.attention_processor import Attention\n\n'
+                         'def largest_attention_block(pipe, width, height, slice_size=None):  # self-attention only\n'
+                         '    f = pipe.vae_scale_factor\n    positions = (height // f) * (width // f)\n'
+                         '    heads = max(m.heads for m in pipe.unet.modules() if isinstance(m, Attention))\n'
+                         '    pairs = 2 * heads if slice_size is None else min(2 * heads, slice_size)\n'
+                         '    return pairs * positions * positions * torch.finfo(pipe.unet.dtype).bits // 8',
     # Chapters 11 and 12: the cell's given lines (imports, settings) stay, only the function is wrong.
     'ch11-ex-01-answer': 'from dataclasses import replace\n\nfrom sdcourse.course_data import load_picture\n'
                          'from sdcourse.img2img import img2img\nfrom sdcourse.playground import Settings, run\n'
                          'from sdcourse.schedulers import set_scheduler\n\n'
                          'SETTINGS = Settings(mode="img2img", prompt="a yellow square in the center on a black background",\n'
                          '                    picture="sketch", strength=0.5, steps=4, guidance=5.0, seed=7, n_images=3,\n'
-                         '                    width=small, height=small, scheduler="euler")\n\n'
+                         '                    width=small, height=small, scheduler="ddim")\n\n'
                          'def one_picture(s, k):  # forgets the negative prompt\n    set_scheduler(pipe, s.scheduler)\n'
                          '    picture = load_picture(s.picture, small).resize((s.width, s.height))\n'
                          '    return img2img(pipe, picture, s.prompt, strength=s.strength, steps=s.steps, guidance=s.guidance,\n'
                          '                   seed=s.seed + k).images[0]',
-    'ch11-ex-02-answer': 'import io\nfrom dataclasses import replace\n\nfrom sdcourse.playground import Settings, problems\n\n'
-                         'INPAINT = Settings(mode="inpaint", mask="upload", prompt="a green triangle on a white background",\n'
-                         '                   steps=3, seed=2, width=small, height=small, scheduler="ddim")\n\n'
-                         'def mask_upload(width, height):  # black = repaint: the wrong way round\n'
-                         '    mask = Image.new("L", (width, height), 255)\n    mask.paste(0, (width // 2, 0, width, height))\n'
-                         '    buffer = io.BytesIO()\n    mask.save(buffer, format="PNG")\n'
-                         '    return {"name": "mask.png", "content": buffer.getvalue()}',
+    'ch11-ex-02-answer': 'from dataclasses import replace\n\nfrom sdcourse.playground import Playground, Settings, run\n\n'
+                         'SWEEP = Settings(prompt="a blue triangle in the center on a yellow background", steps=12, seed=1,\n'
+                         '                 n_images=2, width=small, height=small, scheduler="ddim")\n\n'
+                         'def seed_sweep(pg, seeds):  # puts the seed back only when every run worked\n'
+                         '    shown, pictures = pg.seed.value, []\n    for seed in seeds:\n        pg.seed.value = seed\n'
+                         '        if not pg.generate():\n            raise ValueError(str(pg.messages()))\n'
+                         '        pictures.append(pg.result[0])\n    pg.seed.value = shown\n    return pictures',
     'ch12-ex-01-answer': 'from sdcourse.attention import token_index\n\n'
                          'def token_positions(prompt, word):  # counts words, not tokens\n'
                          '    return [i + 1 for i, w in enumerate(prompt.split()) if w == word]',
