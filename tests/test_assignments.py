@@ -95,7 +95,7 @@ WRONG_ANSWERS = {
                          'from sdcourse.schedulers import set_scheduler\n\n'
                          'SETTINGS = Settings(mode="img2img", prompt="a yellow square in the center on a black background",\n'
                          '                    picture="sketch", strength=0.5, steps=4, guidance=5.0, seed=7, n_images=3,\n'
-                         '                    width=small, height=small, scheduler="ddim")\n\n'
+                         '                    width=small, height=small, scheduler="euler")\n\n'
                          'def one_picture(s, k):  # forgets the negative prompt\n    set_scheduler(pipe, s.scheduler)\n'
                          '    picture = load_picture(s.picture, small).resize((s.width, s.height))\n'
                          '    return img2img(pipe, picture, s.prompt, strength=s.strength, steps=s.steps, guidance=s.guidance,\n'
