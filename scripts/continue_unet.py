@@ -66,12 +66,12 @@ def main(argv=None):
     if not (model_dir / "unet").is_dir():
         ap.error(f"--from-model {model_dir}: not a diffusers folder (it has no unet/ folder)")
     args.out.mkdir(parents=True, exist_ok=True)
-    vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32).eval()
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae", dtype=torch.float32).eval()
     scaling = vae.config.scaling_factor
     ckpt = args.out / "unet.pt"
     if not ckpt.exists():
-        text_encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder", torch_dtype=torch.float32)
-        unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", torch_dtype=torch.float32)
+        text_encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder", dtype=torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", dtype=torch.float32)
         # weights and step only: train_unet starts a fresh optimizer and an EMA at these weights
         train.save_ckpt(ckpt, text_encoder=text_encoder.state_dict(), unet=unet.state_dict(), step=args.from_step)
         train.log(f"seeded {ckpt} from {model_dir.name} at step {args.from_step}", args.out)

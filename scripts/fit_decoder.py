@@ -56,7 +56,7 @@ def main(argv=None):
     except ValueError as err:
         ap.error(str(err))
     args.out.mkdir(parents=True, exist_ok=True)
-    vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(source / "vae", dtype=torch.float32)
     scaling = vae.config.scaling_factor  # the folder's VAE carries its scale folded in (train.fold_latent_scale)
     t0 = time.time()
     train.log(f"decoder of {source} on the varied world, subject weight {args.subject_weight}, "
@@ -66,8 +66,8 @@ def main(argv=None):
     if args.robust_steps:
         vae = train.train_decoder(args.out, vae, recipe, "cpu", robust=True, scaling=scaling)
     minutes = round((time.time() - t0) / 60, 1)
-    text_encoder = CLIPTextModel.from_pretrained(unet_from / "text_encoder", torch_dtype=torch.float32)
-    unet = UNet2DConditionModel.from_pretrained(unet_from / "unet", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(unet_from / "text_encoder", dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(unet_from / "unet", dtype=torch.float32)
     info = unet_from / "train_info.json"
     lineage = json.loads(info.read_text()) if info.exists() else {}
     stage = {"record": f"scripts/fit_decoder.py: stages 2 and 4 on the varied world from the VAE of {source.name}, "

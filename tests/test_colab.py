@@ -40,18 +40,23 @@ def no_colab(monkeypatch):
 
 @pytest.fixture
 def recorded(monkeypatch):
+    """subprocess.run replaced by a recorder; each call also keeps the constraints file pip was given."""
     calls = []
 
     def record(cmd, *args, **kwargs):
-        calls.append(list(cmd))
+        cmd = list(cmd)
+        pins = Path(cmd[cmd.index("-c") + 1]).read_text().split() if "-c" in cmd else None
+        calls.append({"cmd": cmd, "pins": pins})
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(subprocess, "run", record)
     return calls
 
 
-def run_cell(source: str):
-    exec(compile(source, "<first cell>", "exec"), {"__name__": "__main__"})
+def run_cell(source: str) -> dict:
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, "<first cell>", "exec"), namespace)
+    return namespace
 
 
 def test_there_are_notebooks():
@@ -59,15 +64,8 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_first_cell_installs_the_repo_in_colab(path, monkeypatch, recorded, capsys):
-    source = first_code_cell(path)
-    assert "sdcourse" not in source.replace(colab.PIP_REQUIREMENT, ""), "the first cell must not import sdcourse"
-    fake_colab(monkeypatch)
-    run_cell(source)
-    assert recorded == colab.install_commands()
-    assert recorded[0][1:5] == ["-m", "pip", "install", "--quiet"]
-    assert recorded[0][-1] == "sdcourse[colab] @ git+https://github.com/sdcourse/sdcourse"
-    assert "Colab setup: pip install" in capsys.readouterr().out
+def test_first_cell_is_the_shared_setup_cell(path):
+    assert first_code_cell(path) == colab.setup_cell_source()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -78,36 +76,84 @@ def test_first_cell_does_nothing_locally(path, monkeypatch, recorded, capsys):
     assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_first_cell_is_the_shared_setup_cell(path):
-    assert first_code_cell(path) == colab.setup_cell_source()
+def test_in_colab_the_cell_installs_the_course_holding_colabs_packages(monkeypatch, recorded, capsys):
+    import importlib.metadata
 
-
-def test_setup_cell_source_runs_install_commands(monkeypatch, recorded):
     fake_colab(monkeypatch)
+    source = colab.setup_cell_source()
+    assert "sdcourse" not in import_roots(source), "the first cell must not import sdcourse"
+    run_cell(source)
+    [call] = recorded
+    cmd, pins = call["cmd"], call["pins"]
+    assert cmd[:5] == [sys.executable, "-m", "pip", "install", "--quiet"] and cmd[-1] == colab.PIP_REQUIREMENT
+    # the held packages, at the versions this environment has
+    for name in colab.ALWAYS_HELD:
+        assert f"{name}=={importlib.metadata.version(name)}" in pins, name
+    # so is everything this process has imported (numpy, and diffusers here), but never the course itself
+    assert f"numpy=={importlib.metadata.version('numpy')}" in pins
+    assert not any(line.startswith("sdcourse==") for line in pins)
+    out = capsys.readouterr().out
+    assert "Colab setup: installing the course" in out and "Colab setup: installed nothing new" in out
+
+
+def test_the_cell_reports_what_pip_changed_and_stops_clearly_when_pip_fails(monkeypatch, capsys):
+    import importlib.metadata
+
+    fake_colab(monkeypatch)
+    real = importlib.metadata.distributions
+    calls = []
+
+    def pip(cmd, *args, **kwargs):  # "installs" by making the next listing show a newer numpy
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    def listing():
+        for dist in real():
+            if calls and dist.metadata["Name"] == "numpy":
+                dist = types.SimpleNamespace(metadata={"Name": "numpy"}, version="99.0", requires=None)
+            yield dist
+
+    monkeypatch.setattr(subprocess, "run", pip)
+    monkeypatch.setattr(importlib.metadata, "distributions", listing)
     run_cell(colab.setup_cell_source())
-    assert recorded == colab.install_commands()
+    assert f"installed numpy 99.0 (was {importlib.metadata.version('numpy')})" in capsys.readouterr().out
+
+    monkeypatch.setattr(importlib.metadata, "distributions", real)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, *a, **k: subprocess.CompletedProcess(cmd, 1))
+    with pytest.raises(SystemExit, match="without changing Colab's own packages"):
+        run_cell(colab.setup_cell_source())
 
 
-def test_setup_colab_in_colab(monkeypatch):
+def test_held_keeps_colabs_pins_imports_and_the_always_held(monkeypatch, recorded):
     fake_colab(monkeypatch)
-    ran = []
+    held = run_cell(colab.setup_cell_source())["held"]
+    versions = {"ipython": "7.34.0", "torch": "2.11.0", "pandas": "2.2.3", "numpy": "2.1.3", "sdcourse": "0.1",
+                "ipywidgets": "7.7.1", "diffusers": "0.39.0", "typing-extensions": "4.16.0"}
+    pins = held(versions, ["pandas==2.2.2", "requests>=2", "Typing_Extensions==4; python_version>'3'"],
+                ["numpy", "sdcourse"])
+    # versions come from what is installed, not from google-colab's pins; names are normalised
+    assert pins == ["ipython==7.34.0", "ipywidgets==7.7.1", "numpy==2.1.3", "pandas==2.2.3", "torch==2.11.0",
+                    "typing-extensions==4.16.0"]
+
+
+def test_setup_colab_in_colab_runs_the_cell(monkeypatch, recorded):
+    fake_colab(monkeypatch)
     assert colab.in_colab()
-    commands = colab.setup_colab(run=lambda cmd, check: ran.append(cmd))
-    assert commands == ran == colab.install_commands()
+    assert colab.setup_colab(run=subprocess.run) is True
+    assert [c["cmd"][-1] for c in recorded] == [colab.PIP_REQUIREMENT]
 
 
-def test_setup_colab_locally_runs_nothing(monkeypatch, capsys):
+def test_setup_colab_locally_runs_nothing(monkeypatch, recorded, capsys):
     no_colab(monkeypatch)
-    ran = []
     assert not colab.in_colab()
-    assert colab.setup_colab(run=lambda cmd, check: ran.append(cmd)) == []
-    assert ran == []
+    assert colab.setup_colab() is False
+    assert recorded == []
     assert capsys.readouterr().out == ""
 
 
-def test_install_commands_use_the_given_python():
-    assert colab.install_commands("py")[0][:3] == ["py", "-m", "pip"]
+def test_the_cell_can_point_at_another_requirement():
+    source = colab.setup_cell_source("sdcourse[colab] @ file:///tmp/checkout")
+    assert "file:///tmp/checkout" in source and colab.REPO_URL not in source
     assert colab.REPO_URL == "https://github.com/sdcourse/sdcourse"
 
 
@@ -230,11 +276,11 @@ def test_the_colab_install_covers_every_import_of_the_chapters():
 
 def test_the_colab_extra_brings_mp4_video_and_widgets():
     """Two needs that no import shows: imageio writes MP4 through the imageio-ffmpeg plugin (chapters 8 and 9),
-    and the playground needs ipywidgets 8 (Colab's preinstalled ipywidgets can be older)."""
+    and the playground needs ipywidgets, 7.7 (Colab's front end) or 8 (JupyterLab), never an upgrade over Colab's."""
     import tomllib
 
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["colab"]
-    assert "imageio-ffmpeg>=0.5" in extra and "ipywidgets>=8" in extra
+    assert "imageio-ffmpeg>=0.5" in extra and "ipywidgets>=7.7,<9" in extra
     assert colab.PIP_REQUIREMENT.startswith("sdcourse[colab] @ ")
     video = (ROOT / "sdcourse" / "video.py").read_text()
     assert "ffmpeg" in video  # the MP4 writer goes through imageio's ffmpeg plugin

@@ -20,7 +20,7 @@ MINI = Path(__file__).resolve().parents[1] / "sdcourse" / "mini_model"
 def pipe():
     from diffusers import StableDiffusionPipeline
 
-    p = StableDiffusionPipeline.from_pretrained(MINI, torch_dtype=torch.float32, safety_checker=None)
+    p = StableDiffusionPipeline.from_pretrained(MINI, dtype=torch.float32, safety_checker=None)
     p.set_progress_bar_config(disable=True)
     return p
 
