@@ -28,7 +28,6 @@ import re
 import threading
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 
 import torch
@@ -265,7 +264,9 @@ def _check_pipeline_folder(path: Path) -> None:
 
 @contextlib.contextmanager
 def _quiet_loading():
-    """Hide the libraries' loading bars and routine warnings, so notebooks show only what matters."""
+    """Hide the libraries' loading bars and routine log messages, so notebooks show only what matters.
+
+    Python warnings (deprecations among them) are left alone: they are for the reader to see."""
     import diffusers
     import transformers
 
@@ -278,9 +279,7 @@ def _quiet_loading():
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
+        yield
     finally:
         diffusers.utils.logging.set_verbosity(d_level)
         transformers.utils.logging.set_verbosity(t_level)

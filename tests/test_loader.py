@@ -10,9 +10,6 @@ import sdcourse
 from sdcourse import loader
 from sdcourse.loader import DEFAULT_MODEL, MINI_MODEL_DIR
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
-
-
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     """Every test starts from the same environment: offline, no model chosen."""
