@@ -25,7 +25,7 @@ else
 fi
 
 status=0
-.venv/bin/python -m pytest "${targets[@]}" --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+.venv/bin/python -m pytest "${targets[@]}" --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 \
     --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@" || status=$?
 
 if [ "$#" -eq 0 ] && [ "${targets[*]}" = "tests notebooks" ]; then

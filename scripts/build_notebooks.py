@@ -32,7 +32,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "python3"
@@ -67,24 +67,38 @@ def private_kernelspec() -> str:
     return str(folder)
 
 
+def cell_name(nb, index: int) -> str:
+    """'code cell 3 (cell 7 of the file, starting 'x = 1')': how a failure names its cell."""
+    cell = nb.cells[index]
+    number = sum(c.cell_type == "code" for c in nb.cells[: index + 1])
+    first_line = (cell.source.strip().splitlines() or [""])[0][:80]
+    return f"code cell {number} (cell {index} of the file, starting {first_line!r})"
+
+
 def execute(nb, path: Path, timeout: int) -> dict:
-    """Run every code cell in order; raise BuildError naming the first cell that fails.
+    """Run every code cell in order; raise BuildError naming the first cell that fails, times out or kills
+    the kernel.
 
     Returns the widget states the kernel reported (used to render progress bars as text).
     """
+    running = {}
     client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, record_timing=False,
-                            resources={"metadata": {"path": str(path.parent)}})
+                            resources={"metadata": {"path": str(path.parent)}},
+                            on_cell_start=lambda cell, cell_index: running.update(index=cell_index))
     try:
         client.execute()
+    except CellTimeoutError:
+        raise BuildError(f"{path.name}: {cell_name(nb, running['index'])} did not finish within {timeout} s "
+                         f"(the cell timeout; raise it with --timeout)") from None
+    except DeadKernelError:
+        raise BuildError(f"{path.name}: the kernel died while running {cell_name(nb, running['index'])} "
+                         f"(out of memory, or the cell ended the process)") from None
     except CellExecutionError as err:
         index, cell = next(((i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code" and
                             any(o.output_type == "error" for o in c.outputs)), (None, None))
         if cell is None:
             raise BuildError(f"{path.name}: {err.ename}: {err.evalue}") from None
-        number = sum(c.cell_type == "code" for c in nb.cells[: index + 1])
-        first_line = (cell.source.strip().splitlines() or [""])[0][:80]
-        raise BuildError(f"{path.name}: code cell {number} (cell {index} of the file, starting "
-                         f"{first_line!r}) raised {err.ename}: {err.evalue}") from None
+        raise BuildError(f"{path.name}: {cell_name(nb, index)} raised {err.ename}: {err.evalue}") from None
     return nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
 
 
@@ -151,6 +165,30 @@ def check(nb, name: str) -> list[str]:
                     if match:
                         problems.append(f"{name}: cell {index} prints {what}: ...{text[max(0, match.start() - 30): match.end() + 30]!r}...")
     return problems
+
+
+def write_notebook(nb, target: Path) -> None:
+    """Write ``nb`` to ``target`` whole or not at all: into a temporary file beside it, then renamed over it.
+
+    A write that fails part-way (a full disk, an interrupted build) leaves the old file as it was."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        nbformat.write(nb, temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_notebook(path: Path):
+    """The notebook at ``path``, or BuildError with one sentence when it is not a notebook file."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except (ValueError, UnicodeDecodeError, KeyError, AttributeError, TypeError) as err:
+        # nbformat raises NotJSONError (a ValueError) for text that is not JSON, and assorted errors for JSON
+        # that is not a notebook
+        reason = str(err).split("\n")[0][:120] or type(err).__name__
+        raise BuildError(f"{path.name}: not a readable notebook file ({reason}); restore it, for example "
+                         f"with git checkout -- {path.name}") from None
 
 
 def write_html(nb, target: Path) -> None:
@@ -267,7 +305,7 @@ def main(argv=None) -> int:
     target.add_argument("--inplace", action="store_true", help="write the executed notebooks back over the originals")
     target.add_argument("--out", type=Path, default=ROOT / "build",
                         help="folder for the executed notebooks, their HTML pages and index.html (default: build/)")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds one cell may run (default: 600)")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds one cell may run (default: 1200)")
     args = parser.parse_args(argv)
 
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -281,37 +319,22 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
 
     failures, entries, executed = [], [], []
-    for number, path in enumerate(paths, 1):
-        path = path.resolve()
-        nb = nbformat.read(path, as_version=4)
-        start = time.perf_counter()
-        print(f"[{number}/{len(paths)}] {path.name} ...", end=" ", flush=True)
-        entry = {"page": path.stem + ".html", "title": title_of(nb, path.stem), "summary": summary_of(nb)}
-        try:
-            states = execute(nb, path, args.timeout)
-            clean(nb, states)
-            problems = check(nb, path.name)
-            if problems:
-                raise BuildError("\n".join(problems))
-        except BuildError as err:
-            print("FAILED")
-            failures.append(str(err))
-            if not args.inplace:  # keep what ran, error included, to look at; never over the original
-                clean(nb, {})
-                nbformat.write(nb, args.out / path.name)
-                write_html(nb, args.out / (path.stem + ".html"))
-                entries.append({**entry, "status": "FAILED", "seconds": time.perf_counter() - start,
-                                "picture": first_picture(nb), "error": str(err).split("\n")[0][:300]})
-            continue
-        seconds = time.perf_counter() - start
-        print(f"ok ({seconds:.1f} s)")
-        executed.append(nb)
-        if args.inplace:
-            nbformat.write(nb, path)
-        else:
-            nbformat.write(nb, args.out / path.name)
-            write_html(nb, args.out / (path.stem + ".html"))
-            entries.append({**entry, "status": "ran", "seconds": seconds, "picture": first_picture(nb)})
+    try:
+        for number, path in enumerate(paths, 1):
+            print(f"[{number}/{len(paths)}] {path.name} ...", end=" ", flush=True)
+            start = time.perf_counter()
+            failure = build_one(path.resolve(), args, entries, executed)
+            print("FAILED" if failure else f"ok ({time.perf_counter() - start:.1f} s)")
+            if failure:
+                failures.append(failure)
+    except KeyboardInterrupt:
+        failures.append(f"interrupted (Ctrl-C) after {len(executed)} of {len(paths)} notebooks; "
+                        "the notebooks not reached are as they were")
+    finally:
+        if not args.inplace:  # the index is written whatever happened, with a card for each notebook run
+            index = write_index(entries, args.out, model_of_run(executed))
+            print(f"build_notebooks: executed notebooks and HTML pages are in {args.out.resolve()}/; "
+                  f"open {index.resolve()}")
 
     course = [p.resolve() for p in paths if p.resolve().parent == ROOT / "notebooks"]
     if args.inplace and course and not failures:  # the learners' copies follow their instructor sources
@@ -321,13 +344,52 @@ def main(argv=None) -> int:
         for written in make_learner_copies(notebooks=course, out_dir=ROOT / "chapters",
                                            solutions_dir=ROOT / "solutions"):
             print(f"build_notebooks: wrote the learner's copy {written.relative_to(ROOT)} and its solutions page")
-    if not args.inplace:
-        index = write_index(entries, args.out, model_of_run(executed))
-        print(f"build_notebooks: executed notebooks and HTML pages are in {args.out.resolve()}/; "
-              f"open {index.resolve()}")
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
+    if failures:
+        print(f"build_notebooks: {len(failures)} of {len(paths)} notebooks failed: "
+              f"{', '.join(f.split(':')[0] for f in failures)}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def build_one(path: Path, args, entries: list, executed: list) -> str | None:
+    """Run one notebook and write it out (and its HTML page and index card); return why it failed, or None.
+
+    With --inplace a notebook is written back only when it ran and passed the checks, and whole or not at all.
+    """
+    start = time.perf_counter()
+    nb = None
+    try:
+        nb = read_notebook(path)
+        entry = {"page": path.stem + ".html", "title": title_of(nb, path.stem), "summary": summary_of(nb)}
+        states = execute(nb, path, args.timeout)
+        clean(nb, states)
+        problems = check(nb, path.name)
+        if problems:
+            raise BuildError("\n".join(problems))
+    except BuildError as err:
+        if not args.inplace:  # keep what ran, error included, to look at; never over the original
+            entry = {"page": path.stem + ".html", "title": path.stem, "summary": ""} if nb is None else entry
+            if nb is not None:
+                clean(nb, {})
+                write_notebook(nb, args.out / path.name)
+                write_html(nb, args.out / (path.stem + ".html"))
+            entries.append({**entry, "status": "FAILED", "seconds": time.perf_counter() - start,
+                            "picture": first_picture(nb) if nb is not None else None,
+                            "error": str(err).split("\n")[0][:300]})
+        return str(err)
+    executed.append(nb)
+    target = path if args.inplace else args.out / path.name
+    try:
+        write_notebook(nb, target)
+        if not args.inplace:
+            write_html(nb, args.out / (path.stem + ".html"))
+    except OSError as err:
+        return f"{path.name}: ran, but could not be written to {target} ({err.strerror or err}); the file there is as it was"
+    if not args.inplace:
+        entries.append({**entry, "status": "ran", "seconds": time.perf_counter() - start,
+                        "picture": first_picture(nb)})
+    return None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = ("13_train_your_own.ipynb",)  # see above
-NBVAL_ARGS = ["--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600",
+NBVAL_ARGS = ["--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=1200",
               "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "-p", "no:cacheprovider", "-q"]
 # this CPU's capability (torch's name) -> (torch, oneDNN, MKL) settings one step older
 OLDER = {"AVX512": ("avx2", "AVX2", "AVX2"), "AVX2": ("default", "SSE41", "SSE4_2")}

@@ -53,7 +53,7 @@ _sdc_cost.stop_counting()
 print("%s" + _sdc_json.dumps(_sdc_report))""" % MARK
 
 
-def run_notebook(path: Path, timeout: int = 600, check_calls: bool = True, threads: int | None = None) -> dict:
+def run_notebook(path: Path, timeout: int = 1200, check_calls: bool = True, threads: int | None = None) -> dict:
     """Execute one notebook in a fresh kernel; return its wall time, UNet calls and any error.
 
     ``threads`` caps the kernel's CPU threads (``OMP_NUM_THREADS``, which torch reads when it starts)."""
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     which.add_argument("--model", help="'mini', a hub id or a diffusers folder (SDCOURSE_MODEL)")
     which.add_argument("--standin", type=Path, help="build the SD v1-4-shaped stand-in in this folder, run on it")
     parser.add_argument("--full-size", action="store_true", help="with --standin: SD v1-4's real widths")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     parser.add_argument("--no-check-calls", action="store_true",
                         help="record the UNet calls but do not compare them with the stated ones (on a GPU, chapter "
                              "10's CUDA-only cells make calls that CUDA-graph replays hide from the counter)")

@@ -52,7 +52,7 @@ run_end() {
         "$("$venv/bin/python" -c 'import sys, importlib.metadata as md; print(f"Python {sys.version.split()[0]},", ", ".join(f"{n} {md.version(n)}" for n in ("torch", "diffusers", "transformers", "accelerate", "huggingface-hub", "safetensors", "numpy", "scipy", "matplotlib", "pillow", "ipython", "ipywidgets")))')"
     cd "$ROOT" || return 1
     HF_HUB_OFFLINE=1 SDCOURSE_MODEL=mini "$venv/bin/python" -m pytest tests "${NOTEBOOKS[@]}" -q -p no:cacheprovider \
-        --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg \
+        --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 --nbval-sanitize-with tests/nbval_sanitize.cfg \
         >> "$log" 2>&1 || status=$?
     echo "test_version_ends: $end: pytest (tests/ and chapters 1-4) exit $status after $((SECONDS - start)) s:" \
         "$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$log" | tail -1)"

@@ -82,6 +82,51 @@ def test_missing_notebook_is_an_error(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_a_cell_that_times_out_or_kills_the_kernel_is_named_and_the_rest_still_build(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    slow = small_chapter(tmp_path / "01_slow.ipynb", "1. Slow", "It sleeps.", ["x = 1", "import time; time.sleep(60)"])
+    dies = small_chapter(tmp_path / "02_dies.ipynb", "2. Dies", "It ends its kernel.", ["import os; os._exit(3)"])
+    junk = tmp_path / "03_junk.ipynb"
+    junk.write_text("this is not JSON {")
+    fine = small_chapter(tmp_path / "04_fine.ipynb", "4. Fine", "It works.", ["print('hello')"])
+    status = build.main(["--out", str(tmp_path / "build"), "--timeout", "5", str(slow), str(dies), str(junk), str(fine)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "01_slow.ipynb: code cell 2 (cell 2 of the file, starting 'import time; time.sleep(60)') did not finish " \
+           "within 5 s" in err
+    assert "02_dies.ipynb: the kernel died while running code cell 1" in err
+    assert "03_junk.ipynb: not a readable notebook file" in err and "git checkout -- 03_junk.ipynb" in err
+    assert "3 of 4 notebooks failed: 01_slow.ipynb, 02_dies.ipynb, 03_junk.ipynb" in err
+    assert "Traceback" not in err
+    index = (tmp_path / "build" / "index.html").read_text()
+    assert index.count('class="card failed"') == 3 and "1 of 4 notebooks ran" in index
+    assert "did not finish within 5 s" in index
+    assert "hello" in (tmp_path / "build" / "04_fine.ipynb").read_text()
+
+
+def test_an_inplace_write_that_fails_leaves_the_notebook_as_it_was(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    path = small_chapter(tmp_path / "05_keep.ipynb", "5. Keep", "Kept whole.", ["print('new output')"])
+    before = path.read_bytes()
+    real_write = nbformat.write
+
+    def disk_full(nb, target, *args, **kwargs):  # writes the first bytes, then fails as a full disk does
+        with open(target, "w") as f:
+            f.write(nbformat.writes(nb)[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(build.nbformat, "write", disk_full)
+    assert build.main(["--inplace", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "05_keep.ipynb: ran, but could not be written" in err and "No space left on device" in err
+    assert "Traceback" not in err
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["05_keep.ipynb"]  # no temporary file left behind
+    monkeypatch.setattr(build.nbformat, "write", real_write)
+    assert build.main(["--inplace", str(path)]) == 0
+    assert "new output" in path.read_text() and nbformat.read(path, as_version=4).cells[1].outputs
+
+
 # ---------------------------------------------------------------- the index page a learner opens first
 
 def small_chapter(path, title, intro, code):
