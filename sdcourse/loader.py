@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from .folders import check_model_folder
+
 MINI_MODEL_DIR = Path(__file__).resolve().parent / "mini_model"
 """Folder of the bundled mini model (a diffusers ``StableDiffusionPipeline`` folder)."""
 
@@ -302,6 +304,7 @@ def _pipeline_class():
 
 
 def _from_folder(path: Path, dtype: torch.dtype, mini: bool):
+    check_model_folder(path)  # a missing or damaged file: one sentence naming it, before the libraries read it
     cls = _pipeline_class()
     kwargs = dict(dtype=dtype, local_files_only=True)
     if mini:

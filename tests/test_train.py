@@ -442,3 +442,13 @@ def test_the_training_command_refuses_nonsense_in_one_line(argv, match, capsys, 
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "Traceback" not in err and match in err.strip().splitlines()[-1]
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_run_replaces_the_bundled_model_only_when_asked_by_name(tmp_path):
+    """A quick try of the command exports into its own folder; the bundled model is the target only by name."""
+    from sdcourse import MINI_MODEL_DIR
+
+    args, _ = train.parse_args(["--out", str(tmp_path / "try"), "--unet-steps", "1"])
+    assert args.export == tmp_path / "try" / "model"
+    args, _ = train.parse_args(["--out", str(tmp_path / "try"), "--export", str(MINI_MODEL_DIR)])
+    assert args.export.resolve() == MINI_MODEL_DIR.resolve()

@@ -879,8 +879,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Recipe]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=folder_path, default=Path("runs/mini"), help="checkpoint folder (resumes from it)")
     ap.add_argument("--export", type=folder_path, default=None,
-                    help="where the trained diffusers folder goes (default: sdcourse/mini_model/ for the shipped "
-                         "recipe, OUT/model for any run on frozen parts, such as --preset classroom)")
+                    help="where the trained diffusers folder goes (default: OUT/model). The bundled model is "
+                         "replaced only when this names it: --export sdcourse/mini_model")
     ap.add_argument("--decoder-only", action="store_true", help="stop after the decoder stages (2 and 4)")
     ap.add_argument("--export-now", action="store_true",
                     help="export the latest checkpoints (EMA weights) without training further")
@@ -906,8 +906,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Recipe]:
         recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     except ValueError as err:  # one line, as argparse's own errors
         ap.error(f"{err} (each setting is the option of the same name: unet_lr is --unet-lr)")
-    if args.export is None:  # a run on the bundled model's frozen parts never overwrites the bundled model
-        args.export = args.out / "model" if recipe.frozen_from else MINI_MODEL_DIR
+    if args.export is None:  # a run never replaces the bundled model unless --export names it
+        args.export = args.out / "model"
     if recipe.frozen_from and Path(args.export).resolve() == MINI_MODEL_DIR.resolve():
         ap.error("a run on frozen parts trains a new UNet only; export it elsewhere than sdcourse/mini_model/, "
                  "whose VAE and text encoder it uses")
