@@ -265,6 +265,30 @@ def check_picture(image, multiple: int = 8, name: str = "image") -> Image.Image:
     if w == 0 or h == 0 or w % multiple or h % multiple or max(w, h) > MAX_SIDE:
         raise ValueError(f"the picture is {w}x{h}; both sides must be positive multiples of {multiple}, "
                          f"at most {MAX_SIDE} (resize it to the model's size first)")
+    return readable_rgb(image, name)
+
+
+def readable_rgb(image: Image.Image, name: str = "image") -> Image.Image:
+    """The picture as 8-bit RGB, or ValueError with one sentence on why it cannot be one.
+
+    A file cut short is named (PIL reads pixels only when they are needed, so the damage shows here, not at
+    ``Image.open``); 16-bit grey is scaled to 8 bits (a plain ``convert`` would clip it to white); a picture
+    with no visible pixel (fully transparent) is refused; CMYK, palette and grey pictures are converted.
+    """
+    filename = getattr(image, "filename", "") or ""
+    where = f"{name} ({filename.replace(chr(92), '/').rsplit('/', 1)[-1]})" if filename else name
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{where} could not be read ({err}): the file is damaged or cut short; save it again "
+                         f"or use another picture.") from None
+    if image.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit grey, 0-65535
+        pixels = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(pixels / 257), 0, 255).astype(np.uint8), "L")
+    if "A" in image.mode or "transparency" in image.info:
+        if image.convert("RGBA").getchannel("A").getextrema()[1] == 0:
+            raise ValueError(f"{where} is fully transparent: it has no visible pixel to start from; use a "
+                             f"picture with something in it.")
     return image.convert("RGB")
 
 
