@@ -16,15 +16,19 @@ grading). Submissions are laid out one folder per student: ``submissions/<studen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +41,7 @@ CHAPTER_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_NOTEBOOK_TIMEOUT = 300  # seconds for a whole submitted notebook
 DEFAULT_CELL_TIMEOUT = 120  # seconds for one cell
+HIDDEN_TESTS = "### BEGIN HIDDEN TESTS"
 
 
 @dataclass
@@ -101,6 +106,16 @@ def graded_notebooks(source_dir: str | Path = "notebooks") -> list[Path]:
     return found
 
 
+def check_hidden_tests(sources: list[Path]) -> None:
+    """Refuse sources without hidden tests (the learners' copies in chapters/): graded against them, a wrong
+    answer that passes the public check would get full marks."""
+    without = [p.name for p in sources if HIDDEN_TESTS not in p.read_text(encoding="utf-8")]
+    if without:
+        raise ValueError(f"{', '.join(without[:3])}{' ...' if len(without) > 3 else ''} in {sources[0].parent.name}/ "
+                         f"hold no hidden tests (they look like the learners' copies); grading against them would "
+                         f"give wrong answers full marks. Grade against the instructor sources, e.g. --source notebooks")
+
+
 def _nbgrader(course: Path, *args: str, timeout: float | None = None,
               threads: int | None = None) -> subprocess.CompletedProcess:
     """Run one nbgrader command on ``course``; ``threads`` caps the CPU threads of the kernel it starts."""
@@ -110,6 +125,7 @@ def _nbgrader(course: Path, *args: str, timeout: float | None = None,
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if threads is not None:  # torch reads it when the kernel imports it
         env["OMP_NUM_THREADS"] = str(threads)
+    env["SDCOURSE_GRADING"] = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"  # marks its processes
     # A session of its own, so that a time-out ends nbgrader AND the kernel it started (a student's endless loop).
     with subprocess.Popen(cmd, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                           start_new_session=True) as proc:
@@ -119,7 +135,19 @@ def _nbgrader(course: Path, *args: str, timeout: float | None = None,
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise
+        finally:  # whatever a student's code left running in the background (a `sleep 600 &`) ends here too
+            _end_leftovers(env["SDCOURSE_GRADING"])
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _end_leftovers(marker: str) -> None:
+    """End every process that still carries this nbgrader run's marker in its environment (Linux's /proc;
+    elsewhere nothing). The kernel starts in a session of its own, so a process group would not reach it."""
+    needle = f"SDCOURSE_GRADING={marker}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError, ValueError):
+            if needle in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
 
 
 def _release(course: Path, notebooks: list[Path]) -> None:
@@ -348,6 +376,7 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
                          f"be read as a student next time. Give another folder, e.g. 'grades'.")
     out_dir = check_writable_dir(out_dir, "out_dir", "grades")  # before the long work, not after
     sources = {chapter_of(p.name): p for p in graded_notebooks(source_dir)}
+    check_hidden_tests(list(sources.values()))
     notes: dict[str, list[str]] = {}
     tasks: list[tuple[str, str, Path, str]] = []  # (student, id for nbgrader, notebook, chapter), in gradebook order
     folders = [f for f in _student_folders(submissions) if f.resolve() != out_dir.resolve()]  # --out inside it
@@ -372,7 +401,13 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
                 continue
             graded_chapters[chapter] = path
             tasks.append((student, grader_id, path, chapter))
-    graded = _grade_all(tasks, sources, notebook_timeout, cell_timeout, progress, jobs)
+    done: list[Row] = []
+
+    def finished(task_rows: list[Row]) -> None:  # the gradebook as it stands, after each notebook
+        done.extend(task_rows)
+        write_gradebook(sorted(done, key=lambda r: r.student), out_dir, notes)
+
+    graded = _grade_all(tasks, sources, notebook_timeout, cell_timeout, progress, jobs, finished)
     rows = [row for task_rows in graded for row in task_rows]
     for student in sorted({f.name for f in folders} - {r.student for r in rows}):  # nothing graded: say why
         why = "; ".join(notes.get(student, [])) or "no graded chapter notebook"
@@ -383,40 +418,60 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
 
 
 def _grade_all(tasks, sources: dict[str, Path], notebook_timeout: float, cell_timeout: float, progress: bool,
-               jobs: int) -> list[list[Row]]:
-    """Grade every (student, notebook, chapter) of ``tasks``, ``jobs`` at a time; one list of rows per task."""
+               jobs: int, finished=lambda rows: None) -> list[list[Row]]:
+    """Grade every (student, notebook, chapter) of ``tasks``, ``jobs`` at a time; one list of rows per task.
+
+    Each notebook is graded in a fresh course folder of its own, unpacked from a copy of the released
+    course kept in this process's memory: whatever a student's code deletes or overwrites around it (the
+    gradebook database, the sources), the next student's folder is whole. ``finished`` gets each task's rows
+    as soon as they are known.
+    """
     if not tasks:
         return []
-    jobs = max(1, min(jobs, len(tasks)))  # no idle course folders
+    jobs = max(1, min(jobs, len(tasks)))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="sdcourse-grade-") as tmp:
-        # Every chapter is released once; each job then grades in a copy of that course folder of its own.
-        courses = [Path(tmp) / f"course{k}" for k in range(jobs)]
-        courses[0].mkdir()
-        _release(courses[0], [sources[chapter] for chapter in dict.fromkeys(task[3] for task in tasks)])
-        for course in courses[1:]:
-            shutil.copytree(courses[0], course)
+        release = Path(tmp) / "release"  # every chapter is released once, packed, then removed from the disk
+        release.mkdir()
+        _release(release, [sources[chapter] for chapter in dict.fromkeys(task[3] for task in tasks)])
+        packed = _pack(release)
+        shutil.rmtree(release)
 
         def grade_task(task) -> list[Row]:
             student, grader_id, path, chapter = task
-            with lock:
-                course = courses.pop()
-                if progress:
-                    print(f"grading {student} / {path.name}", flush=True)
-            try:
-                rows = _grade_one(course, grader_id, path, sources[chapter], notebook_timeout, cell_timeout, threads)
-                for row in rows:
-                    row.student = student
-                return rows
-            finally:
+            if progress:
                 with lock:
-                    courses.append(course)
+                    print(f"grading {student} / {path.name}", flush=True)
+            course = Path(tempfile.mkdtemp(prefix="course-", dir=tmp))
+            try:
+                _unpack(packed, course)
+                rows = _grade_one(course, grader_id, path, sources[chapter], notebook_timeout, cell_timeout, threads)
+            finally:
+                shutil.rmtree(course, ignore_errors=True)
+            for row in rows:
+                row.student = student
+            with lock:
+                finished(rows)
+            return rows
 
         if jobs == 1:
             return [grade_task(task) for task in tasks]
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(grade_task, tasks))
+
+
+def _pack(folder: Path) -> bytes:
+    """A folder as the bytes of a tar archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def _unpack(packed: bytes, folder: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
+        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
 
 
 def _check_submissions(submissions) -> Path:
@@ -447,11 +502,13 @@ def _student_folders(submissions: Path) -> list[Path]:
 def write_gradebook(rows: list[Row], out_dir: Path, notes: dict[str, list[str]] | None = None) -> None:
     """The CSV gradebook and one markdown feedback file per student."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "gradebook.csv", "w", newline="") as f:
+    partial = out_dir / ".gradebook.csv.partial"  # written whole, then renamed: never half a gradebook
+    with open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["student", "chapter", "exercise", "points", "max_points", "note"])
         for r in rows:
             writer.writerow([r.student, r.chapter, r.exercise, f"{r.points:g}", f"{r.max_points:g}", r.note])
+    os.replace(partial, out_dir / "gradebook.csv")
     (out_dir / "feedback").mkdir(exist_ok=True)
     notes = notes or {}
     for student in sorted({r.student for r in rows} | set(notes)):

@@ -7,6 +7,9 @@ in every exercise, plus the bad submissions.
 """
 import csv
 import json
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -196,6 +199,17 @@ def test_student_versions_hide_solutions_and_hidden_tests(student_dir):
         assert len(answers) == len(public) and all("raise NotImplementedError()" in c.source for c in answers)
 
 
+VANDAL = """\
+import pathlib, shutil, subprocess
+for above in pathlib.Path.cwd().resolve().parents:
+    if (above / "gradebook.db").exists():
+        (above / "gradebook.db").write_bytes(b"")
+        shutil.rmtree(above / "source", ignore_errors=True)
+        break
+subprocess.Popen(["sleep", "600"])  # left running in the background
+"""
+
+
 @pytest.fixture(scope="module")
 def graded(student_dir, tmp_path_factory):
     subs = tmp_path_factory.mktemp("submissions")
@@ -224,6 +238,13 @@ def graded(student_dir, tmp_path_factory):
     for who in ("zoë", "bad name"):
         (subs / who).mkdir()
         nbformat.write(first, str(subs / who / "01_pipeline.ipynb"))
+    # A student whose code empties the gradebook database and deletes the sources it finds above it: the
+    # students graded after it ("wrong", "zoë") must keep their grades.
+    vandal = trim(nbformat.read(str(NOTEBOOKS / "01_pipeline.ipynb"), as_version=4))
+    answer = next(c for c in vandal.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution"))
+    answer.source = VANDAL + answer.source
+    (subs / "vandal").mkdir()
+    nbformat.write(vandal, str(subs / "vandal" / "01_pipeline.ipynb"))
     (subs / "empty").mkdir()
     (subs / "notes only").mkdir()
     (subs / "notes only" / "readme.md").write_text("no notebook here")
@@ -239,7 +260,8 @@ def test_solutions_get_full_marks(graded):
     # two jobs at a time, yet the gradebook keeps the order of one: students by name, then chapters
     order = [(r.student, r.chapter) for r in rows]
     assert order == sorted(order)
-    assert {r.student for r in rows} == {"bad", "bad name", "empty", "notes only", "solution", "untouched", "wrong", "zoë"}
+    assert {r.student for r in rows} == {"bad", "bad name", "empty", "notes only", "solution", "untouched", "vandal",
+                                         "wrong", "zoë"}
     mine = [r for r in rows if r.student == "solution"]
     assert len(mine) == sum(len(grading.exercises(p)) for p in chapters())
     assert all(r.points == r.max_points > 0 for r in mine), [(r.exercise, r.note) for r in mine if r.points < r.max_points]
@@ -297,6 +319,44 @@ def test_every_student_folder_is_in_the_gradebook_and_the_table(graded):
     assert " - " not in table[0]  # no column for "nothing graded"
 
 
+def test_a_student_who_destroys_the_gradebook_hurts_nobody_else(graded):
+    rows, _ = graded
+    vandal = [r for r in rows if r.student == "vandal"]
+    assert vandal and all(r.points == r.max_points for r in vandal)  # its own answer is right, and graded
+    later = [r for r in rows if r.student in ("wrong", "zoë")]  # graded after it, in the course folder it emptied
+    assert later and all(r.points == r.max_points or r.exercise.replace("-check", "-answer") in WRONG_ANSWERS
+                         for r in later), [(r.student, r.exercise, r.note) for r in later if r.points < r.max_points]
+    left = subprocess.run(["pgrep", "-f", "^sleep 600$"], capture_output=True, text=True).stdout.split()
+    assert not left, f"a student's background process outlived grading: {left}"
+
+
+def test_grading_against_the_learners_copies_is_refused(tmp_path):
+    (tmp_path / "subs" / "ada").mkdir(parents=True)
+    with pytest.raises(ValueError, match="hold no hidden tests .* --source notebooks"):
+        grading.grade(tmp_path / "subs", tmp_path / "out", ROOT / "chapters", progress=False)
+    assert not (tmp_path / "out" / "gradebook.csv").exists()
+
+
+def test_the_gradebook_is_written_as_each_notebook_is_graded(tmp_path, monkeypatch):
+    subs = tmp_path / "subs"
+    for who in ("ada", "bob"):
+        (subs / who).mkdir(parents=True)
+        shutil.copy(NOTEBOOKS / "01_pipeline.ipynb", subs / who / "01_pipeline.ipynb")
+    graded_so_far = []
+
+    def fake_grade_one(course, student, path, source, *args):
+        if graded_so_far:
+            raise KeyboardInterrupt  # the teacher presses Ctrl-C while the second student is graded
+        graded_so_far.append(student)
+        return [grading.Row(student, "ch01", "ch01-ex-01-check", 2.0, 2.0, "")]
+
+    monkeypatch.setattr(grading, "_grade_one", fake_grade_one)
+    with pytest.raises(KeyboardInterrupt):
+        grading.grade(subs, tmp_path / "out", NOTEBOOKS, progress=False)
+    with open(tmp_path / "out" / "gradebook.csv") as f:
+        assert [(r["student"], r["points"]) for r in csv.DictReader(f)] == [("ada", "2")]
+
+
 def test_an_endless_loop_hits_the_time_limit(tmp_path):
     nb = trim(nbformat.read(str(NOTEBOOKS / "09_animation.ipynb"), as_version=4))
     answer = next(c for c in nb.cells if c.get("id") == "ch09-ex-01-answer")  # a student's cell, kept by the grader
@@ -340,3 +400,17 @@ def test_the_grading_command_refuses_bad_jobs_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         grading.main(["grade", str(tmp_path / "subs"), "--source", str(NOTEBOOKS), "--jobs", "0"])
     assert exit_info.value.code == 2 and "jobs must be" in capsys.readouterr().err
+
+
+def test_processes_a_graded_notebook_leaves_behind_are_ended():
+    marker = f"test-{time.monotonic_ns()}"
+    left = subprocess.Popen(["sleep", "600"], env={**os.environ, "SDCOURSE_GRADING": marker}, start_new_session=True)
+    other = subprocess.Popen(["sleep", "600"])  # not the grader's: left alone
+    try:
+        grading._end_leftovers(marker)
+        assert left.wait(timeout=10) == -9
+        assert other.poll() is None
+    finally:
+        for proc in (left, other):
+            proc.kill()
+            proc.wait()
