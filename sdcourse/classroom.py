@@ -128,6 +128,21 @@ def progress_figure(losses, snapshots, total_steps: int):
     return fig
 
 
+_LATENTS: dict = {}
+
+
+def frozen_latents(vae, device: str, recipe: mini_train.Recipe):
+    """``mini_train.latent_cache`` of the frozen VAE, computed once per process for the same VAE file and looks:
+    the pool does not change while the VAE is frozen, and encoding it takes a minute on a CPU."""
+    folder = mini_train.MINI_MODEL_DIR if recipe.frozen_from == "bundled" else Path(recipe.frozen_from)
+    weights = sorted((folder / "vae").glob("*.safetensors")) + sorted((folder / "vae").glob("*.bin"))
+    stamp = tuple((str(w.resolve()), w.stat().st_mtime_ns, w.stat().st_size) for w in weights)
+    key = (stamp, recipe.stage_seed("looks"), recipe.looks_per_scene, recipe.look_strength, str(device))
+    if key not in _LATENTS:
+        _LATENTS[key] = mini_train.latent_cache(vae, device, recipe)
+    return _LATENTS[key]
+
+
 def train(recipe: mini_train.Recipe | None = None, out: str | Path | None = None, sample_every: int = 300,
           n_eval: int = 64, live: bool = True, device: str | None = None) -> TrainingRun:
     """Train a UNet with ``recipe`` (default ``Recipe.classroom()``): stage 5 of ``sdcourse.mini.train``, on the
@@ -150,9 +165,12 @@ def train(recipe: mini_train.Recipe | None = None, out: str | Path | None = None
     n_eval = check_int(n_eval, "n_eval", 1, 10_000)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(tempfile.mkdtemp(prefix="sdcourse-classroom-")) if out is None else Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    mini_train.check_resume(out, recipe)  # a folder holding another recipe's run is refused in one sentence
+    if (out / "unet.pt").exists() and mini_train.load_ckpt(out / "unet.pt", "cpu")["step"] >= recipe.unet_steps:
+        raise ValueError(f"{out} already holds this recipe's finished run ({recipe.unet_steps} steps): there is "
+                         f"nothing left to train. Give another folder (or none) to train again.")
     vae, text_encoder = mini_train.frozen_parts(recipe.frozen_from, device)
-    mean, std, scaling, scene_of = mini_train.latent_cache(vae, device, recipe)
+    mean, std, scaling, scene_of = frozen_latents(vae, device, recipe)
     run = TrainingRun(recipe, None, scaling=scaling, out=out)
     bar = tqdm(total=recipe.unet_steps, desc="training the UNet", disable=not live)
     handle = None

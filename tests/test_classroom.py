@@ -63,12 +63,44 @@ def test_only_the_unet_learns_and_the_frozen_parts_stay_the_bundled_ones(runs):
     assert sum(p.numel() for p in pipe.unet.parameters()) > 10**6  # a whole new UNet, not a few layers
 
 
-def test_a_rerun_in_the_same_folder_resumes_from_the_checkpoint(runs):
+def test_a_finished_run_or_another_recipe_in_its_folder_is_refused_in_one_sentence(runs):
     first = runs[0]
-    again = classroom.train(first.recipe, first.out, sample_every=10**6, n_eval=4, live=False, device="cpu")
-    assert again.losses == []  # nothing left to train
-    a, b = first.unet_weights(), again.unet_weights()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="already holds this recipe's finished run"):
+        classroom.train(first.recipe, first.out, sample_every=10**6, n_eval=4, live=False, device="cpu")
+    with pytest.raises(ValueError, match=r"holds a run made with seed=0; this one asks for seed=3"):
+        classroom.train(train.Recipe.classroom(unet_steps=STEPS, seed=3), first.out, live=False, device="cpu")
+
+
+def test_ctrl_c_saves_a_checkpoint_at_the_end_of_the_step_and_a_rerun_goes_on(tmp_path):
+    import signal
+
+    recipe = train.Recipe.classroom(unet_steps=20, seed=5)
+    vae, text_encoder = train.frozen_parts(recipe.frozen_from, "cpu")
+    mean, std, scaling, scene_of = classroom.frozen_latents(vae, "cpu", recipe)
+    steps = []
+
+    def press_ctrl_c(step, loss, ema_models):
+        steps.append(step)
+        if step == 8:
+            signal.raise_signal(signal.SIGINT)  # as the notebook's interrupt button does
+
+    def run():
+        return train.train_unet(tmp_path, recipe, mean, std, scaling, "cpu", scene_of, text_encoder=text_encoder,
+                                on_step=press_ctrl_c)
+
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 8"):
+        run()
+    assert steps == list(range(1, 9)) and train.load_ckpt(tmp_path / "unet.pt", "cpu")["step"] == 8
+    steps.clear()
+    run()
+    assert steps == list(range(9, 21))  # the rerun goes on from the checkpoint
+
+
+def test_a_damaged_checkpoint_is_named(tmp_path):
+    recipe = train.Recipe.classroom(unet_steps=20, seed=5)
+    (tmp_path / "unet.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ValueError, match=r"the checkpoint .*unet.pt is damaged .*delete it"):
+        classroom.train(recipe, tmp_path, live=False, device="cpu")
 
 
 def test_the_batch_is_the_forward_process_of_sds_schedule():

@@ -54,8 +54,11 @@ import argparse
 import copy
 import json
 import math
+import contextlib
 import random
 import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -287,6 +290,64 @@ def save_ckpt(path: Path, **state):
     tmp.replace(path)
 
 
+def load_ckpt(path: Path, device: str) -> dict:
+    """A checkpoint written by :func:`save_ckpt`, or ValueError with one sentence naming a damaged file."""
+    try:
+        return torch.load(path, map_location=device)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise ValueError(f"the checkpoint {path} is damaged ({reason}); delete it to run that stage again from "
+                         f"its start") from None
+
+
+def check_resume(out: Path, recipe: Recipe) -> None:
+    """Refuse to go on with a run in ``out`` that was started with another recipe; record the recipe of a new run.
+
+    Without this, ``--seed 3`` would resume a seed-0 run and record seed 3, and another ``--unet-width`` would
+    fail with a hundred lines of size mismatches."""
+    path = out / "recipe.json"
+    now = json.loads(json.dumps(asdict(recipe)))  # tuples as lists, as in the file
+    if path.exists():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} is damaged ({err}); delete it only if the checkpoints in {out} were made "
+                             f"with the settings you give now") from None
+        changed = [k for k, v in now.items() if k in before and before[k] != v]
+        if changed:
+            was = ", ".join(f"{k}={before[k]!r}" for k in changed[:4])
+            asked = ", ".join(f"{k}={now[k]!r}" for k in changed[:4])
+            raise ValueError(f"{out} holds a run made with {was}; this one asks for {asked}. Give another folder to "
+                             f"start a new run, or the same settings to go on with that one.")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(now, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def checkpoint_on_interrupt():
+    """Within the block, Ctrl-C (SIGINT) does not stop a training step half-way: it sets ``.requested``, and the
+    loop saves a checkpoint at the end of the step, then raises KeyboardInterrupt (:func:`stop_if_asked`)."""
+    request = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield request
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: request.set())
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stop_if_asked(request: threading.Event, save, out: Path, what: str, step: int) -> None:
+    """After a whole step: if Ctrl-C came during it, save (``save()``) and stop with KeyboardInterrupt."""
+    if request.is_set():
+        save()
+        log(f"{what}: interrupted; checkpoint saved at step {step}, rerun the same command to go on", out)
+        raise KeyboardInterrupt(f"{what} interrupted at step {step}; the checkpoint in {out} resumes it")
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int, floor: float) -> float:
     """Linear warm-up to ``peak``, then a cosine down to ``floor * peak`` at step ``total``."""
     if step < warmup:
@@ -312,7 +373,7 @@ def resume(ckpt: Path, model, opt, steps: int, what: str, out: Path, device: str
     """Load ``model`` and ``opt`` from ``ckpt`` if it exists; return the step to go on from (``steps`` when done)."""
     if not ckpt.exists():
         return 0
-    state = torch.load(ckpt, map_location=device)
+    state = load_ckpt(ckpt, device)
     model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
     start = state["step"]
     log(f"{what} already trained ({start} steps)" if start >= steps else f"{what}: resuming at step {start}", out)
@@ -347,15 +408,18 @@ def fit_vae(out: Path, name: str, vae, params, steps: int, lr: float, warmup: in
     rng = random.Random(seed + start)
     torch.manual_seed(seed + start)
     t0 = time.time()
-    for step in range(start, steps):
-        set_lr(opt, lr_at(step, steps, lr, warmup, r.lr_floor))
-        loss, note = batch_loss(rng)
-        optimiser_step(opt, loss, params, r.grad_clip)
-        if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
-            rate = (step + 1 - start) / (time.time() - t0)
-            log(f"{name} step {step + 1}/{steps} loss {loss.item():.4f}{note} "
-                f"PSNR {round_trip_psnr(vae, held):.1f} dB on {len(held)} scenes ({rate:.2f} steps/s)", out)
-            save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
+    with checkpoint_on_interrupt() as interrupted:
+        for step in range(start, steps):
+            set_lr(opt, lr_at(step, steps, lr, warmup, r.lr_floor))
+            loss, note = batch_loss(rng)
+            optimiser_step(opt, loss, params, r.grad_clip)
+            if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
+                rate = (step + 1 - start) / (time.time() - t0)
+                log(f"{name} step {step + 1}/{steps} loss {loss.item():.4f}{note} "
+                    f"PSNR {round_trip_psnr(vae, held):.1f} dB on {len(held)} scenes ({rate:.2f} steps/s)", out)
+                save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
+            stop_if_asked(interrupted, lambda: save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(),
+                                                         step=step + 1), out, name, step + 1)
     for p in vae.parameters():
         p.requires_grad_(False)
     return vae.eval()
@@ -484,7 +548,7 @@ def cached_latents(out: Path, vae, device: str, r: Recipe):
     key = {"seed": r.stage_seed("looks"), "looks_per_scene": r.looks_per_scene, "look_strength": r.look_strength,
            "encoder_sum": float(sum(p.detach().double().sum() for p in encoder))}
     if path.exists():
-        saved = torch.load(path, map_location=device)
+        saved = load_ckpt(path, device)
         if saved["key"] == key:
             log("latent pool: reusing latents.pt", out)
             return saved["mean"], saved["std"], saved["scaling"], saved["scene_of"]
@@ -667,7 +731,7 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
     opt = torch.optim.AdamW(params, lr=r.unet_lr, weight_decay=r.unet_weight_decay)
     start = 0
     if ckpt.exists():
-        state = torch.load(ckpt, map_location=device)
+        state = load_ckpt(ckpt, device)
         if not frozen:
             text_encoder.load_state_dict(state["text_encoder"])
         unet.load_state_dict(state["unet"])
@@ -684,6 +748,10 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
                 p.copy_(e)
         return te.eval(), un.eval()
 
+    def save(step: int):  # weights, optimiser state and EMA: everything a rerun needs to go on
+        save_ckpt(ckpt, **({} if frozen else {"text_encoder": text_encoder.state_dict()}),
+                  unet=unet.state_dict(), opt=opt.state_dict(), ema=ema, step=step)
+
     if start < r.unet_steps:
         schedule = noise_schedule(r, device)
         tok = CaptionIds(load_tokenizer())
@@ -692,46 +760,47 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
         gen = torch.Generator(device="cpu").manual_seed(r.stage_seed("unet") + start)
         t0, ema_loss, ema_penalty = time.time(), None, None
         text_encoder.train(not frozen), unet.train()
-        for step in range(start, r.unet_steps):
-            set_lr(opt, lr_at(step, r.unet_steps, r.unet_lr, r.unet_warmup, r.lr_floor))
-            # a batch: scenes, their captions (some empty, some shortened), latents, noise, timesteps
-            batch = unet_batch(rng, gen, pool, r, schedule, device)
-            ids = tok(batch.captions).to(device)
-            # the UNet predicts the noise; each picture's squared error is weighted by min-SNR
-            with torch.set_grad_enabled(not frozen):
-                emb = text_encoder(ids).last_hidden_state
-            if step >= r.unet_steps - r.smooth_steps:  # the last smooth_steps steps: with the penalty
-                keep = torch.tensor([j for j, c in enumerate(batch.captions) if c][: r.smooth_batch],
-                                    dtype=torch.long)
-                v = torch.randn((len(keep),) + tuple(batch.x0.shape[1:]), generator=gen).to(device)
+        with checkpoint_on_interrupt() as interrupted:
+            for step in range(start, r.unet_steps):
+                set_lr(opt, lr_at(step, r.unet_steps, r.unet_lr, r.unet_warmup, r.lr_floor))
+                # a batch: scenes, their captions (some empty, some shortened), latents, noise, timesteps
+                batch = unet_batch(rng, gen, pool, r, schedule, device)
+                ids = tok(batch.captions).to(device)
+                # the UNet predicts the noise; each picture's squared error is weighted by min-SNR
                 with torch.set_grad_enabled(not frozen):
-                    uncond = text_encoder(tok([""]).to(device)).last_hidden_state
-                pred, penalty = denoise_and_smoothness(unet, batch.xt, batch.t, emb, uncond, keep.to(device), v,
-                                                       r.smooth_delta, schedule.alphas_cumprod)
-            else:
-                pred, penalty = unet(batch.xt, batch.t, emb).sample, None
-            denoising = denoising_loss(pred, batch.noise, batch.t, schedule.loss_weight)
-            loss = denoising
-            if penalty is not None:
-                ema_penalty = penalty.item() if ema_penalty is None else 0.98 * ema_penalty + 0.02 * penalty.item()
-                loss = denoising + r.smooth_weight * penalty
-            optimiser_step(opt, loss, params, r.grad_clip)
-            with torch.no_grad():  # the EMA warms up: its decay grows from 0.1 towards ema_decay
-                d = min(r.ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
-            ema_loss = denoising.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * denoising.item()
-            if (step + 1) % LOG_EVERY == 0 or step + 1 == r.unet_steps:
-                rate = (step + 1 - start) / (time.time() - t0)
-                eta = (r.unet_steps - step - 1) / rate / 60
-                smooth = "" if ema_penalty is None else f" smoothness {ema_penalty:.5f}"
-                log(f"UNet step {step + 1}/{r.unet_steps} loss {ema_loss:.4f}{smooth} lr "
-                    f"{opt.param_groups[0]['lr']:.2e} ({rate:.2f} steps/s, {eta:.0f} min left)", out,
-                    quiet=on_step is not None)
-            if (step + 1) % UNET_SAVE_EVERY == 0 or step + 1 == r.unet_steps:
-                save_ckpt(ckpt, **({} if frozen else {"text_encoder": text_encoder.state_dict()}),
-                          unet=unet.state_dict(), opt=opt.state_dict(), ema=ema, step=step + 1)
-            if on_step is not None:
-                on_step(step + 1, denoising.item(), ema_models)
+                    emb = text_encoder(ids).last_hidden_state
+                if step >= r.unet_steps - r.smooth_steps:  # the last smooth_steps steps: with the penalty
+                    keep = torch.tensor([j for j, c in enumerate(batch.captions) if c][: r.smooth_batch],
+                                        dtype=torch.long)
+                    v = torch.randn((len(keep),) + tuple(batch.x0.shape[1:]), generator=gen).to(device)
+                    with torch.set_grad_enabled(not frozen):
+                        uncond = text_encoder(tok([""]).to(device)).last_hidden_state
+                    pred, penalty = denoise_and_smoothness(unet, batch.xt, batch.t, emb, uncond, keep.to(device), v,
+                                                           r.smooth_delta, schedule.alphas_cumprod)
+                else:
+                    pred, penalty = unet(batch.xt, batch.t, emb).sample, None
+                denoising = denoising_loss(pred, batch.noise, batch.t, schedule.loss_weight)
+                loss = denoising
+                if penalty is not None:
+                    ema_penalty = penalty.item() if ema_penalty is None else 0.98 * ema_penalty + 0.02 * penalty.item()
+                    loss = denoising + r.smooth_weight * penalty
+                optimiser_step(opt, loss, params, r.grad_clip)
+                with torch.no_grad():  # the EMA warms up: its decay grows from 0.1 towards ema_decay
+                    d = min(r.ema_decay, (1 + step) / (10 + step))
+                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
+                ema_loss = denoising.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * denoising.item()
+                if (step + 1) % LOG_EVERY == 0 or step + 1 == r.unet_steps:
+                    rate = (step + 1 - start) / (time.time() - t0)
+                    eta = (r.unet_steps - step - 1) / rate / 60
+                    smooth = "" if ema_penalty is None else f" smoothness {ema_penalty:.5f}"
+                    log(f"UNet step {step + 1}/{r.unet_steps} loss {ema_loss:.4f}{smooth} lr "
+                        f"{opt.param_groups[0]['lr']:.2e} ({rate:.2f} steps/s, {eta:.0f} min left)", out,
+                        quiet=on_step is not None)
+                if (step + 1) % UNET_SAVE_EVERY == 0 or step + 1 == r.unet_steps:
+                    save(step + 1)
+                if on_step is not None:
+                    on_step(step + 1, denoising.item(), ema_models)
+                stop_if_asked(interrupted, lambda: save(step + 1), out, "UNet", step + 1)
     text_encoder.eval()
     with torch.no_grad():
         for p, e in zip(params, ema):
@@ -752,7 +821,7 @@ def generated_latents(out: Path, vae, text_encoder, unet, r: Recipe, scaling: fl
     n, batch = r.polish_samples, r.polish_draw_batch
     cache = out / "generated_latents.pt"
     if cache.exists():
-        state = torch.load(cache, map_location=device)
+        state = load_ckpt(cache, device)
         if state["n"] == n:
             return state["latents"], state["scene_index"]
     vae.register_to_config(scaling_factor=float(round(scaling, 5)))  # the pipeline scales latents by it
@@ -930,7 +999,7 @@ def steps_done(out: Path, frozen: bool = False) -> dict:
 
     def step(name: str) -> int:
         path = out / f"{name}.pt"
-        return torch.load(path, map_location="cpu")["step"] if path.exists() else 0
+        return load_ckpt(path, "cpu")["step"] if path.exists() else 0
 
     if frozen:
         return {"unet_steps": step("unet")}
@@ -946,9 +1015,12 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     out, device = args.out, args.device
+    try:
+        check_resume(out, r)  # the same recipe as the run already in `out`, if any
+    except ValueError as err:
+        raise SystemExit(f"train: {err}") from None
     if args.export_now:
         r = replace(r, **steps_done(out, bool(r.frozen_from)))
-    out.mkdir(parents=True, exist_ok=True)
     t0 = clock = time.time()
     minutes = {}
 
