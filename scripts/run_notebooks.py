@@ -61,10 +61,14 @@ def run_notebook(path: Path, timeout: int = 1200, check_calls: bool = True, thre
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = nbformat.read(path, as_version=4)
+    result = {"notebook": path.name, "ok": False, "error": None}
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # not JSON, not a notebook: this one fails, the others still run
+        return {**result, "seconds": 0.0, "error": f"not a readable notebook file ({type(exc).__name__}: "
+                                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"}
     nb.cells.insert(0, nbformat.v4.new_code_cell(SETUP))
     nb.cells.append(nbformat.v4.new_code_cell(REPORT))
-    result = {"notebook": path.name, "ok": False, "error": None}
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
