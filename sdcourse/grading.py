@@ -111,9 +111,10 @@ def check_hidden_tests(sources: list[Path]) -> None:
     answer that passes the public check would get full marks."""
     without = [p.name for p in sources if HIDDEN_TESTS not in p.read_text(encoding="utf-8")]
     if without:
-        raise ValueError(f"{', '.join(without[:3])}{' ...' if len(without) > 3 else ''} in {sources[0].parent.name}/ "
-                         f"hold no hidden tests (they look like the learners' copies); grading against them would "
-                         f"give wrong answers full marks. Grade against the instructor sources, e.g. --source notebooks")
+        names = ", ".join(without[:3]) + (" ..." if len(without) > 3 else "")
+        raise ValueError(f"{names} in {sources[0].parent.name}/ hold no hidden tests (they look like the learners' "
+                         f"copies); grading against them would give wrong answers full marks. Grade against the "
+                         f"instructor sources, e.g. --source notebooks")
 
 
 def _nbgrader(course: Path, *args: str, timeout: float | None = None,
@@ -214,10 +215,11 @@ def solutions_page(notebook, name: str) -> str:
     return "\n".join(parts)
 
 
-def _learner_copy(released, source, out_name: str, name: str) -> None:
+def _learner_copy(released, source, out_name: str, name: str, solutions_link: bool = True) -> None:
     """Turn nbgrader's student version ``released`` (outputs cleared) into the learner's copy, in place: every
     teaching cell gets its outputs back from ``source`` (matched by cell id), the graded cells stay empty, the
-    Colab badge opens this copy, and the graded exercises' heading links the worked solutions."""
+    Colab badge opens this copy, and (with ``solutions_link``) the graded exercises' heading links the worked
+    solutions."""
     by_id = {c.get("id"): c for c in source.cells}
     for cell in released.cells:
         original = by_id.get(cell.get("id"))
@@ -227,22 +229,24 @@ def _learner_copy(released, source, out_name: str, name: str) -> None:
         if cell.cell_type == "markdown":
             cell.source = cell.source.replace("sdcourse/sdcourse/blob/main/notebooks/",
                                               f"sdcourse/sdcourse/blob/main/{out_name}/")
-            if cell.source.startswith("## Graded exercises"):
+            if solutions_link and cell.source.startswith("## Graded exercises"):
                 cell.source += (f"\n\nStuck? The worked solutions are on a page of their own: "
                                 f"[solutions/{Path(name).stem}.md]({REPO_BLOB}/solutions/{Path(name).stem}.md).")
 
 
 def make_learner_copies(source_dir: str | Path = "notebooks", out_dir: str | Path = "chapters",
-                        solutions_dir: str | Path = "solutions",
+                        solutions_dir: str | Path | None = "solutions",
                         notebooks: list[str | Path] | None = None) -> list[Path]:
     """Write what a learner opens: each graded chapter notebook without its solutions and hidden tests, with
     every teaching cell's outputs kept, into ``out_dir``; and its worked solutions, as a page of their own, into
-    ``solutions_dir``. ``source_dir`` holds the instructor's notebooks (solutions, hidden tests, outputs).
-    Returns the notebooks written."""
+    ``solutions_dir``. With ``solutions_dir=None`` (a teacher's class copies) no solutions page is written and
+    the copies do not link one. ``source_dir`` holds the instructor's notebooks (solutions, hidden tests,
+    outputs). Returns the notebooks written."""
     paths = _check_notebooks(notebooks) if notebooks else graded_notebooks(source_dir)
     _check_not_overwriting(out_dir, paths)
     out_dir = check_writable_dir(out_dir, "out_dir", "chapters")
-    solutions_dir = check_writable_dir(solutions_dir, "solutions_dir", "solutions")
+    if solutions_dir is not None:
+        solutions_dir = check_writable_dir(solutions_dir, "solutions_dir", "solutions")
     written = []
     with tempfile.TemporaryDirectory(prefix="sdcourse-nbgrader-") as tmp:
         course = Path(tmp)
@@ -250,10 +254,11 @@ def make_learner_copies(source_dir: str | Path = "notebooks", out_dir: str | Pat
         for path in paths:
             source = nbformat.read(path, as_version=4)
             released = nbformat.read(course / "release" / chapter_of(path.name) / path.name, as_version=4)
-            _learner_copy(released, source, Path(out_dir).name, path.name)
+            _learner_copy(released, source, Path(out_dir).name, path.name, solutions_link=solutions_dir is not None)
             target = out_dir / path.name
             nbformat.write(released, target)
-            (solutions_dir / (path.stem + ".md")).write_text(solutions_page(source, path.name), encoding="utf-8")
+            if solutions_dir is not None:
+                (solutions_dir / (path.stem + ".md")).write_text(solutions_page(source, path.name), encoding="utf-8")
             written.append(target)
     return written
 
@@ -552,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--source", default="notebooks", help="folder of the course's notebooks (default: notebooks)")
     c.add_argument("--out", default="chapters", help="where the learners' copies go (default: chapters)")
     c.add_argument("--solutions", default="solutions", help="where the solution pages go (default: solutions)")
+    c.add_argument("--no-solutions", action="store_true",
+                   help="a teacher's class copies: no solutions pages, and no link to them in the copies")
     g = sub.add_parser("grade", help="grade a folder of submissions: SUBMISSIONS/<student>/NN_name.ipynb")
     g.add_argument("submissions")
     g.add_argument("--source", default="notebooks", help="folder of the course's notebooks (default: notebooks)")
@@ -563,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "learner":
-            for path in make_learner_copies(args.source, args.out, args.solutions):
+            for path in make_learner_copies(args.source, args.out, None if args.no_solutions else args.solutions):
                 print("wrote", path)
             return 0
         if args.command == "student":

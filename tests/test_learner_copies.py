@@ -85,3 +85,20 @@ def test_readme_and_badges_point_learners_at_chapters():
     rows = [line for line in readme.splitlines() if re.match(r"^\| \d\d \| \[", line)]
     assert len(rows) == len(INSTRUCTOR)
     assert all("](chapters/" in row and "/blob/main/chapters/" in row and "notebooks/" not in row for row in rows)
+
+
+def test_a_teacher_can_make_class_copies_without_the_solutions_link(tmp_path):
+    source = ROOT / "notebooks" / "08_dream.ipynb"
+    written = grading.make_learner_copies(notebooks=[source], out_dir=tmp_path / "class", solutions_dir=None)
+    assert [p.name for p in written] == [source.name] and not (tmp_path / "solutions").exists()
+    text = (tmp_path / "class" / source.name).read_text()
+    assert "solutions/" not in text and "BEGIN SOLUTION" not in text and "HIDDEN" not in text
+
+
+
+def test_the_command_line_asks_for_class_copies_with_no_solutions(monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(grading, "make_learner_copies", lambda *args: asked.append(args) or [])
+    assert grading.main(["learner", "--out", str(tmp_path / "class"), "--no-solutions"]) == 0
+    assert grading.main(["learner", "--out", str(tmp_path / "class")]) == 0
+    assert asked == [("notebooks", str(tmp_path / "class"), None), ("notebooks", str(tmp_path / "class"), "solutions")]
