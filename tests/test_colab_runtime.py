@@ -87,7 +87,7 @@ def colab_resolution(tmp_path_factory):
     shutil.copytree(ROOT / "sdcourse", source / "sdcourse", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                             "-w", str(tmp / "wheel"), str(source)], capture_output=True, text=True)
     assert wheel.returncode == 0, wheel.stderr[-2000:]
     [built] = (tmp / "wheel").glob("sdcourse-*.whl")

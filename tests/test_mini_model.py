@@ -49,6 +49,28 @@ def test_training_record_holds_the_recipe_that_ships():
     assert record["scaling_factor"] == pytest.approx(0.39153, abs=1e-5)
 
 
+@pytest.mark.parametrize("folder", [MINI, None], ids=["shipped", "exported"])
+def test_the_text_encoders_tensors_have_clips_classic_names(folder, tmp_path):
+    """text_model.embeddings... as in CLIP's and SD v1.x's checkpoints: transformers 5.0 reads only that
+    spelling (without it the text encoder loads randomly initialised); later releases read both."""
+    from safetensors import safe_open
+
+    from sdcourse.mini import train
+
+    if folder is None:  # what the training command's export writes
+        pipe = sdcourse_pipe()
+        folder = train.export(tmp_path / "model", pipe.vae, pipe.text_encoder, pipe.unet, 0.18215)
+    with safe_open(folder / "text_encoder" / "model.safetensors", "pt") as f:
+        names = list(f.keys())
+    assert names and all(name.startswith("text_model.") for name in names), names[:3]
+
+
+def sdcourse_pipe():
+    import sdcourse
+
+    return sdcourse.load_pipeline("mini", device="cpu")
+
+
 def test_weights_are_small():
     total = sum(f.stat().st_size for f in MINI.rglob("*.safetensors"))
     assert total <= 40 * 2**20, f"{total / 2**20:.1f} MiB of weights"

@@ -911,6 +911,7 @@ def export(folder: Path, vae, text_encoder, unet, scaling: float, record: dict |
     build_pipeline(fold_latent_scale(copy.deepcopy(vae), scaling), text_encoder, unet).save_pretrained(
         folder, safe_serialization=True)
     halve_weights(folder, keep_float32=LATENT_CONVS)
+    classic_text_encoder_keys(folder / "text_encoder" / "model.safetensors")
     # transformers 5 saves only tokenizer.json; ship the classic vocab.json + merges.txt pair
     # that sdcourse.mini.clip_vocab made from open_clip's vocabulary file (the same ids, readable files).
     shutil.rmtree(folder / "tokenizer")
@@ -924,6 +925,24 @@ def export(folder: Path, vae, text_encoder, unet, scaling: float, record: dict |
     if record is not None:
         (folder / "train_info.json").write_text(json.dumps(record, indent=2) + "\n")
     return folder
+
+
+def classic_text_encoder_keys(path: Path) -> None:
+    """Rename a CLIP text encoder's tensors in ``path`` as CLIP's and SD v1.x's checkpoints spell them,
+    ``text_model.embeddings...``. transformers 5.0 reads only that spelling (a file without the prefix loads
+    as a randomly initialised model, with a warning); later 5.x releases read both, but save without it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if all(k.startswith("text_model.") for k in tensors):
+        return
+    renamed = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in tensors.items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(renamed, tmp, metadata=metadata)
+    tmp.replace(path)
 
 
 def halve_weights(folder: Path, keep_float32: tuple[str, ...] = ()):
