@@ -321,8 +321,8 @@ def test_every_student_folder_is_in_the_gradebook_and_the_table(graded):
 
 def test_a_student_who_destroys_the_gradebook_hurts_nobody_else(graded):
     rows, _ = graded
-    vandal = [r for r in rows if r.student == "vandal"]
-    assert vandal and all(r.points == r.max_points for r in vandal)  # its own answer is right, and graded
+    vandal = [r for r in rows if r.student == "vandal"]  # its own grading broke in its own folder: 0, said why
+    assert vandal and all(r.points == 0 and "could not run it" in r.note for r in vandal), vandal
     later = [r for r in rows if r.student in ("wrong", "zoë")]  # graded after it, in the course folder it emptied
     assert later and all(r.points == r.max_points or r.exercise.replace("-check", "-answer") in WRONG_ANSWERS
                          for r in later), [(r.student, r.exercise, r.note) for r in later if r.points < r.max_points]

@@ -193,7 +193,7 @@ def test_a_classroom_run_exports_beside_its_checkpoints_and_never_over_the_bundl
     args, _ = train.parse_args(["--preset", "classroom", "--out", str(tmp_path / "run")])
     assert args.export == tmp_path / "run" / "model"
     args, _ = train.parse_args(["--out", str(tmp_path / "run")])
-    assert args.export == train.MINI_MODEL_DIR  # the full recipe makes the bundled model
+    assert args.export == tmp_path / "run" / "model"  # the full recipe too, unless --export names the bundled model
     with pytest.raises(SystemExit):
         train.parse_args(["--preset", "classroom", "--export", str(train.MINI_MODEL_DIR)])
     assert "elsewhere than sdcourse/mini_model/" in capsys.readouterr().err
