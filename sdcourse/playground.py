@@ -152,6 +152,35 @@ def check_settings(s: Settings, uploads: dict | None = None, open_pictures: bool
     return s
 
 
+def uploaded_files(value) -> list[dict]:
+    """The files in a ``FileUpload`` widget's ``value``, as ``[{"name": str, "content": bytes}, ...]``.
+
+    The two ipywidgets versions the course meets store uploads differently:
+
+    * ipywidgets 8 (JupyterLab): a tuple of dicts ``{"name", "type", "size", "content", "last_modified"}``,
+      the content a ``memoryview``;
+    * ipywidgets 7 (Colab's front end): a dict ``{filename: {"metadata": {"name", "type", "size",
+      "lastModified"}, "content": bytes}}``.
+
+    >>> uploaded_files(({"name": "cat.png", "content": memoryview(b"PNG...")},))  # ipywidgets 8
+    [{'name': 'cat.png', 'content': b'PNG...'}]
+    >>> uploaded_files({"cat.png": {"metadata": {"name": "cat.png"}, "content": b"PNG..."}})  # ipywidgets 7
+    [{'name': 'cat.png', 'content': b'PNG...'}]
+    """
+    if isinstance(value, dict):  # ipywidgets 7: filename -> {"metadata": {...}, "content": bytes}
+        value = [{"name": item.get("metadata", {}).get("name", name), "content": item.get("content")}
+                 if isinstance(item, dict) else item for name, item in value.items()]
+    check_instance(value, "value", (tuple, list), "a FileUpload widget's value (a tuple; a dict in ipywidgets 7)")
+    files = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("content"), (bytes, bytearray, memoryview)):
+            raise TypeError(f"each uploaded file must be a dict with 'name' (str) and 'content' (bytes); "
+                            f"got {item!r:.80}.")
+        files.append({"name": item["name"], "content": bytes(item["content"])})
+    return files
+
+
 def _open_upload(knob: str, upload: dict | None, mode: str) -> Image.Image:
     if not upload:
         raise ValueError(f"No {knob} uploaded yet: use the upload button next to it, or pick one from data/.")
@@ -377,7 +406,7 @@ class Playground:
         self.steps = int_slider(d.steps, min=1, max=100, description="steps")
         self.guidance = float_slider(d.guidance, min=0, max=20, step=0.5, description="guidance")
         self.seed = int_text(d.seed, description="seed")
-        self.new_seed = w.Button(description="new seed", icon="dice")
+        self.new_seed = w.Button(description="new seed", icon="random")  # Font Awesome 4 (ipywidgets 7) has no dice
         self.width = int_text(d.width, description="width", step=8)
         self.height = int_text(d.height, description="height", step=8)
         self.scheduler = w.Dropdown(options=list(SCHEDULERS.items()), value=d.scheduler, description="scheduler")
@@ -394,7 +423,7 @@ class Playground:
         self.progress = w.IntProgress(0, min=0, max=1, description="steps")
         self.status = w.HTML("Set the knobs and press Generate.")
         self.preview = w.Image(format="png", layout=w.Layout(max_width="256px"))
-        self.image = w.Image(format="png")
+        self.image = w.Image(format="png", layout=w.Layout(display="none"))  # shown with the first result
         self.download = w.HTML()
         self.code_view = w.HTML()
         self.strip = w.HBox()
@@ -432,9 +461,11 @@ class Playground:
         self._refresh()
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = self.panel._repr_mimebundle_(**kwargs)  # the panel, where widgets can be drawn
-        bundle["text/plain"] = "Playground panel (its widgets show in a running notebook: JupyterLab, Colab)"
-        return bundle
+        # The widget view of the panel, written out: ipywidgets 8 widgets have a _repr_mimebundle_ that gives
+        # this, ipywidgets 7 widgets (Colab) have none (they display through _ipython_display_).
+        return {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                             "model_id": self.panel.model_id},
+                "text/plain": "Playground panel (its widgets show in a running notebook: JupyterLab, Colab)"}
 
     # ----------------------------------------------------------------- reading the knobs
     def settings(self) -> Settings:
@@ -445,9 +476,9 @@ class Playground:
         """``{"picture": {...}, "mask": {...}}``: the uploaded files (name and content bytes)."""
         found = {}
         for key, widget in (("picture", self.picture_upload), ("mask", self.mask_upload)):
-            if widget.value:
-                item = widget.value[0]
-                found[key] = {"name": item["name"], "content": bytes(item["content"])}
+            files = uploaded_files(widget.value)  # ipywidgets 7 and 8 store them differently
+            if files:
+                found[key] = files[0]  # the widgets take one file each (multiple=False)
         return found
 
     def restore(self, s: Settings) -> None:
@@ -557,9 +588,12 @@ class Playground:
         else:
             data, kind = result_png(images), "png"
         self.image.format, self.image.value = kind, data
+        self.image.layout.display = ""  # drawn now: JupyterLab drew one shown while still empty as 0 x 0 px for good
         self.download.value = (f'<a download="playground.{kind}" href="data:image/{kind};base64,'
                                f'{base64.b64encode(data).decode()}">Download the {kind.upper()}</a>')
-        self.code_view.value = "<b>The code that makes this result again:</b><pre>" + _escape(self.code) + "</pre>"
+        # the line height is set because ipywidgets 7 (Colab) spaces the lines of HTML widgets 28 px apart
+        self.code_view.value = ('<b>The code that makes this result again:</b><pre style="line-height: 1.3">'
+                                + _escape(self.code) + "</pre>")
         what = f"{len(images)} frames" if s.mode == "dream" else f"{len(images)} picture(s)"
         seeds = f"{s.seed} to {s.seed_b}" if s.mode == "dream" else f"{s.seed}"
         self.status.value = f"Done: {what}, {s.mode}, seed {seeds}."

@@ -2,13 +2,14 @@
 import datetime
 import io
 import time
+import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from sdcourse import playground as pg_module
-from sdcourse.playground import Playground, Settings, problems, reproduce_code, result_png
+from sdcourse.playground import Playground, Settings, problems, reproduce_code, result_png, uploaded_files
 
 LOAD_LINE = 'pipe = sdcourse.load_pipeline("mini")\n'
 
@@ -51,6 +52,7 @@ def test_txt2img_shows_pictures_progress_and_code_that_gives_the_same_pixels(pg,
     assert "seed 7" in pg.status.value and "Done" in pg.status.value
     assert "download=" in pg.download.value and "base64," in pg.download.value
     assert not pg.generate_button.disabled and pg.stop_button.disabled
+    assert pg.image.layout.display == ""  # the picture widget is shown from the first result on
     # the shown code, run as it is (it loads its own pipeline), gives the same pixels
     namespace = {}
     exec(pg.code, namespace)
@@ -201,3 +203,56 @@ def test_model_argument_never_shows_a_local_path(tmp_path, pipe):
     assert pg_module.model_argument(Fake()) == ""
     Fake.name_or_path = "CompVis/stable-diffusion-v1-4"
     assert pg_module.model_argument(Fake()) == "'CompVis/stable-diffusion-v1-4'"
+
+
+def colab_upload(picture, name="upload.png"):
+    """What an ipywidgets 7 FileUpload (Colab's front end) holds: {filename: {"metadata": ..., "content": bytes}}."""
+    data = png_upload(picture, name)[0]["content"].tobytes()
+    return {name: {"metadata": {"name": name, "type": "image/png", "size": len(data), "lastModified": 1700000000000},
+                   "content": data}}
+
+
+def test_uploaded_files_reads_the_values_of_ipywidgets_7_and_8():
+    red = Image.new("RGB", (8, 8), (200, 30, 30))
+    lab, colab = uploaded_files(png_upload(red, "red.png")), uploaded_files(colab_upload(red, "red.png"))
+    assert lab == colab == [{"name": "red.png", "content": png_upload(red)[0]["content"].tobytes()}]
+    assert type(lab[0]["content"]) is bytes  # not ipywidgets 8's memoryview
+    assert uploaded_files(()) == uploaded_files({}) == []  # nothing uploaded yet, in either version
+    with pytest.raises(TypeError, match="FileUpload"):
+        uploaded_files("red.png")
+    with pytest.raises(TypeError, match="'content'"):
+        uploaded_files(({"name": "red.png"},))
+    with pytest.raises(TypeError, match="'name'"):
+        uploaded_files({"red.png": {"metadata": {}, "content": 3}})
+
+
+def test_an_upload_from_colabs_ipywidgets_7_is_used(pg, pipe):
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    # ipywidgets 8's FileUpload refuses a dict as its value: stand-ins hold what ipywidgets 7's would
+    pg.picture_upload = types.SimpleNamespace(value=colab_upload(Image.new("RGB", (side, side), (200, 30, 30)),
+                                                                 "red.png"))
+    pg.mask_upload = types.SimpleNamespace(value={})
+    assert set(pg.uploads()) == {"picture"} and pg.uploads()["picture"]["name"] == "red.png"
+    pg.mode.value, pg.picture.value = "img2img", "upload"
+    assert pg.generate(), pg.status.value
+    assert "Image.open('red.png')" in pg.code
+
+
+def test_the_panel_displays_without_ipywidgets_8s_repr_mimebundle(pg, monkeypatch):
+    import ipywidgets
+
+    lab = pg.panel._repr_mimebundle_()  # what ipywidgets 8 gives for the panel
+    monkeypatch.delattr(ipywidgets.Widget, "_repr_mimebundle_")  # as in ipywidgets 7 (Colab)
+    bundle = pg._repr_mimebundle_()
+    view = "application/vnd.jupyter.widget-view+json"
+    assert bundle[view] == lab[view] and bundle[view]["model_id"] == pg.panel.model_id
+    assert bundle["text/plain"].startswith("Playground panel")
+
+
+def test_the_result_picture_is_hidden_until_there_is_one(pg):
+    # an empty picture widget shown in JupyterLab stayed 0 x 0 px after its first picture arrived
+    assert pg.image.layout.display == "none" and not pg.image.value
+    side, pg.width.value = pg.width.value, 500
+    assert pg.generate() is False and pg.image.layout.display == "none"  # refused: still nothing to show
+    pg.width.value = side
+    assert pg.generate() and pg.image.layout.display == "" and pg.image.value

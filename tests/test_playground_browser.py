@@ -176,6 +176,8 @@ def test_playground_in_jupyterlab_in_chromium(tmp_path, pipe):
             page.locator("button.sdc-generate-button").click()
             wait_for_status(page, "Done", "txt2img", "seed 5")
             shown = page_picture(page)
+            box = page.locator("img.sdc-image").bounding_box()  # the page draws it, at least at its own size
+            assert box and box["width"] >= shown.shape[1] and box["height"] >= shown.shape[0], box
             # the notebook's own cells left 2 pictures, DDIM, 20 steps: the same settings headless
             expected = headless_picture(pipe, prompt=prompt, seed=5, n_images=2, scheduler="ddim")
             assert shown.shape == expected.shape and shown.shape[1] >= 2 * side
