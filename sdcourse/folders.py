@@ -26,6 +26,13 @@ NEEDED = {  # what each part of a Stable Diffusion folder must hold: one of thes
     "AutoencoderKL": (("config.json",),),
     "UNet2DConditionModel": (("config.json",),),
 }
+# The first part of every tensor's name in each kind of weight file: a file whose names share none of them holds
+# another part's weights (a VAE file copied over the UNet's loads as "Cannot copy out of meta tensor").
+PREFIXES = {
+    "CLIPTextModel": ("text_model.", "embeddings.", "encoder.", "final_layer_norm."),
+    "AutoencoderKL": ("encoder.", "decoder.", "quant_conv.", "post_quant_conv."),
+    "UNet2DConditionModel": ("conv_in.", "time_embedding.", "down_blocks.", "up_blocks.", "mid_block.", "conv_out."),
+}
 FIX = "copy the folder again from where it came from (for the bundled model: reinstall the course)"
 
 
@@ -61,7 +68,8 @@ def check_model_folder(folder) -> Path:
             if not weights:
                 raise DamagedModelError(f"{where} has no weight file (one of {', '.join(WEIGHTS[:2])}); {FIX}.")
             if weights[0].suffix == ".safetensors":
-                _check_safetensors(weights[0])
+                names = _check_safetensors(weights[0])
+                _check_part(weights[0], names, spec[-1])
     return folder
 
 
@@ -78,8 +86,22 @@ def _json(path: Path) -> dict:
     return value
 
 
-def _check_safetensors(path: Path) -> None:
-    """A safetensors file: 8 bytes of header length, a JSON header, then the tensors' bytes."""
+def _check_part(path: Path, names: list[str], kind: str) -> None:
+    """The tensors in ``path`` must be named as a ``kind``'s are; say whose weights they look like otherwise."""
+    mine = PREFIXES.get(kind)
+    if not mine or not names or any(n.startswith(mine) for n in names):
+        return
+    # a CLIP text encoder's "encoder." and a VAE's overlap: look for the names only one kind has
+    telling = {k: tuple(p for p in v if all(p not in o for o_kind, o in PREFIXES.items() if o_kind != k))
+               for k, v in PREFIXES.items()}
+    whose = next((k for k, v in telling.items() if any(n.startswith(v) for n in names)), None)
+    looks = f"they look like {whose} weights" if whose else f"its tensors are named {names[0]!r} and so on"
+    raise DamagedModelError(f"{path} does not hold {kind} weights ({looks}); {FIX}.")
+
+
+def _check_safetensors(path: Path) -> list[str]:
+    """A safetensors file: 8 bytes of header length, a JSON header, then the tensors' bytes. Returns the
+    tensors' names."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -93,3 +115,4 @@ def _check_safetensors(path: Path) -> None:
     if 8 + length + end > size:
         raise DamagedModelError(f"{path} is cut short: {size:,} bytes where its header promises "
                                 f"{8 + length + end:,}; {FIX}.")
+    return [k for k in tensors if k != "__metadata__"]

@@ -37,6 +37,14 @@ DAMAGES = {
     "weights header damaged": (lambda f: cut(f / "vae" / "diffusion_pytorch_model.safetensors", 12),
                                "vae/diffusion_pytorch_model.safetensors is not a readable safetensors file"),
     "no weights": (lambda f: (f / "text_encoder" / "model.safetensors").unlink(), "text_encoder has no weight file"),
+    "VAE weights in the UNet's file": (
+        lambda f: shutil.copy(f / "vae" / "diffusion_pytorch_model.safetensors",
+                              f / "unet" / "diffusion_pytorch_model.safetensors"),
+        "unet/diffusion_pytorch_model.safetensors does not hold UNet2DConditionModel weights (they look like "
+        "AutoencoderKL weights)"),
+    "UNet weights in the text encoder's file": (
+        lambda f: shutil.copy(f / "unet" / "diffusion_pytorch_model.safetensors", f / "text_encoder" / "model.safetensors"),
+        "text_encoder/model.safetensors does not hold CLIPTextModel weights (they look like UNet2DConditionModel weights)"),
     "no scheduler config": (lambda f: (f / "scheduler" / "scheduler_config.json").write_bytes(b"\xff\xfe"),
                             "scheduler/scheduler_config.json is not valid JSON"),
 }
