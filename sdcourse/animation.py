@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from .images import pil_to_tensor, tensor_to_pil
 from .img2img import img2img
-from .validate import check_animation, check_finite_number, check_motion, check_num_frames, check_strength
+from .validate import (check_animation, check_finite_number, check_motion, check_num_frames, check_strength,
+                       readable_rgb)
 
 # name -> (lowest, highest) value a schedule may take, per frame
 LIMITS = {
@@ -154,7 +155,7 @@ def animate(pipe, init_image: Image.Image, prompt, num_frames: int, *, zoom=1.0,
     motion = {name: schedule(value, n, name, LIMITS[name]) for name, value in
               (("zoom", zoom), ("angle", angle), ("translate_x", translate_x), ("translate_y", translate_y))}
     strengths = [check_strength(s) for s in schedule(strength, n, "strength", LIMITS["strength"])]
-    frames = [init_image.convert("RGB")]  # frame 0 is the start picture itself
+    frames = [readable_rgb(init_image, "init_image")]  # frame 0 is the start picture itself, as 8-bit RGB
     for i in tqdm(range(1, n), disable=not progress, desc="frames"):
         moved = transform(frames[-1], motion["zoom"][i], motion["angle"][i], motion["translate_x"][i],
                           motion["translate_y"][i])  # the camera moves

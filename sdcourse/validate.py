@@ -812,7 +812,7 @@ def check_render_inputs(latents, embeddings, steps, batch_size) -> tuple[list, l
 def _mask_values(mask) -> np.ndarray:
     """The mask as an H x W float array in [0, 1]."""
     if isinstance(mask, Image.Image):
-        return np.asarray(mask.convert("L"), dtype=np.float64) / 255.0
+        return np.asarray(readable_rgb(mask, "mask").convert("L"), dtype=np.float64) / 255.0
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
     if not isinstance(mask, np.ndarray):

@@ -51,3 +51,29 @@ def test_a_one_pixel_picture_gets_the_size_sentence():
     with pytest.raises(ValueError, match="the picture is 1x1; both sides must be positive multiples of 8"):
         check_picture(Image.new("RGB", (1, 1)))
 
+
+
+def cut_short(tmp_path, name, mode="RGB", fmt=None):
+    path = tmp_path / name
+    pixels = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path, format=fmt)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+    return Image.open(path)
+
+
+CUT_SHORT_CALLS = {  # every helper that takes a picture from a learner's file
+    "img2img, a JPEG": lambda p, t: sdcourse.img2img(p, cut_short(t, "photo.jpg"), "a red circle", steps=2),
+    "inpaint, the picture": lambda p, t: sdcourse.inpaint(p, cut_short(t, "photo.png"), Image.new("L", (64, 64), 255),
+                                                         "a red circle", steps=2),
+    "inpaint, the mask": lambda p, t: sdcourse.inpaint(p, Image.new("RGB", (64, 64)), cut_short(t, "photo.png", "L"),
+                                                      "a red circle", steps=2),
+    "animate": lambda p, t: sdcourse.animate(p, cut_short(t, "photo.png"), "a red circle", 2, steps=2,
+                                             progress=False),
+}
+
+
+@pytest.mark.parametrize("call", CUT_SHORT_CALLS, ids=list(CUT_SHORT_CALLS))
+def test_every_picture_helper_names_a_cut_short_file(tmp_path, pipe, call):
+    with pytest.raises(ValueError, match=r"\(photo\.(png|jpg)\) could not be read .*damaged or cut short") as caught:
+        CUT_SHORT_CALLS[call](pipe, tmp_path)
+    assert "\n" not in str(caught.value)
