@@ -452,3 +452,43 @@ def test_a_run_replaces_the_bundled_model_only_when_asked_by_name(tmp_path):
     assert args.export == tmp_path / "try" / "model"
     args, _ = train.parse_args(["--out", str(tmp_path / "try"), "--export", str(MINI_MODEL_DIR)])
     assert args.export.resolve() == MINI_MODEL_DIR.resolve()
+
+
+RESUME_FAULTS = {  # (what the folder holds, what is asked now, the sentence's words)
+    "another seed": (dict(seed=0), dict(seed=3), "holds a run made with seed=0; this one asks for seed=3"),
+    "another UNet width": (dict(unet_width=32), dict(unet_width=16), "unet_width=32; this one asks for unet_width=16"),
+    "fewer steps": (dict(unet_steps=500), dict(unet_steps=400), "unet_steps=500; this one asks for unet_steps=400"),
+}
+
+
+@pytest.mark.parametrize("case", RESUME_FAULTS, ids=list(RESUME_FAULTS))
+def test_resuming_with_another_recipe_is_refused_in_one_sentence(tmp_path, case):
+    was, now, words = RESUME_FAULTS[case]
+    train.check_resume(tmp_path, train.Recipe(**was))
+    train.check_resume(tmp_path, train.Recipe(**was))  # the same recipe goes on
+    with pytest.raises(ValueError, match="Give another folder") as caught:
+        train.check_resume(tmp_path, train.Recipe(**now))
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_damaged_recipe_record_is_named(tmp_path):
+    (tmp_path / "recipe.json").write_text('{"seed": 0,')
+    with pytest.raises(ValueError, match=r"recipe.json is damaged .*delete it only if"):
+        train.check_resume(tmp_path, train.Recipe())
+
+
+CHECKPOINT_DAMAGES = {
+    "cut short": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "empty": lambda path: path.write_bytes(b""),
+    "a text file": lambda path: path.write_text("not a checkpoint"),
+}
+
+
+@pytest.mark.parametrize("damage", CHECKPOINT_DAMAGES, ids=list(CHECKPOINT_DAMAGES))
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path, damage):
+    path = tmp_path / "vae.pt"
+    train.save_ckpt(path, model={"w": torch.ones(1000)}, step=100)
+    assert train.load_ckpt(path, "cpu")["step"] == 100
+    CHECKPOINT_DAMAGES[damage](path)
+    with pytest.raises(ValueError, match=r"the checkpoint .*vae.pt is damaged .*delete it to run that stage again"):
+        train.load_ckpt(path, "cpu")

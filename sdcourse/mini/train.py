@@ -54,6 +54,7 @@ import argparse
 import copy
 import json
 import math
+import pickle
 import contextlib
 import random
 import shutil
@@ -294,10 +295,13 @@ def load_ckpt(path: Path, device: str) -> dict:
     """A checkpoint written by :func:`save_ckpt`, or ValueError with one sentence naming a damaged file."""
     try:
         return torch.load(path, map_location=device)
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError,
+            pickle.UnpicklingError) as err:
         if isinstance(err, FileNotFoundError):
             raise
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        if isinstance(err, pickle.UnpicklingError):  # torch's own text suggests loading it unsafely: not that
+            reason = "not a file that torch.save wrote"
         raise ValueError(f"the checkpoint {path} is damaged ({reason}); delete it to run that stage again from "
                          f"its start") from None
 
