@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import io
 import os
 import re
@@ -117,15 +118,61 @@ def check_hidden_tests(sources: list[Path]) -> None:
                          f"instructor sources, e.g. --source notebooks")
 
 
+# The sandbox a submission's kernel runs in (Linux): a mount namespace of its own, made by `unshare` as an
+# unprivileged user namespace, where every file system is read-only but the notebook's course folder, a private
+# /dev/shm and the Hugging Face cache (so that a cached Stable Diffusion loads as it does outside). "$1" is the
+# course folder, "$2" the cache folder, the rest the command.
+SANDBOX = r"""set -e
+course="$1"; cache="$2"; shift 2
+mount --make-rprivate /
+cut -d' ' -f5 /proc/self/mountinfo | sort -r | while read -r point; do
+  mount -o remount,bind,ro "$point" 2>/dev/null || true
+done
+touch / 2>/dev/null && { echo "the sandbox could not make the file system read-only" >&2; exit 97; }
+mount -t tmpfs tmpfs /dev/shm 2>/dev/null || true
+mount --bind "$course" "$course" && mount -o remount,bind,rw "$course"
+if [ -d "$cache" ]; then mount --bind "$cache" "$cache" && mount -o remount,bind,rw "$cache"; fi
+exec "$@"
+"""
+SANDBOX_COMMAND = ["unshare", "--mount", "--map-root-user", "--fork", "--kill-child", "sh", "-c", SANDBOX, "sandbox"]
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox_available() -> bool:
+    """Can submissions run in the read-only sandbox here? (Linux with ``unshare`` and user namespaces.)"""
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="sdcourse-sandbox-") as tmp:
+        try:
+            done = subprocess.run([*SANDBOX_COMMAND, tmp, tmp, "sh", "-c", f"touch '{tmp}/inside'"],
+                                  capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0 and (Path(tmp) / "inside").exists()
+
+
+def _hf_cache() -> str:
+    """The Hugging Face cache folder (``HF_HOME``, or ``~/.cache/huggingface``)."""
+    return os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                      os.path.expanduser("~/.cache"), "huggingface")
+
+
 def _nbgrader(course: Path, *args: str, timeout: float | None = None,
-              threads: int | None = None) -> subprocess.CompletedProcess:
-    """Run one nbgrader command on ``course``; ``threads`` caps the CPU threads of the kernel it starts."""
+              threads: int | None = None, sandbox: bool = False) -> subprocess.CompletedProcess:
+    """Run one nbgrader command on ``course``; ``threads`` caps the CPU threads of the kernel it starts;
+    ``sandbox`` runs it where nothing but ``course`` (and the Hugging Face cache) can be written."""
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
            f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}", "--log-level=WARN"]
     env = dict(os.environ)  # nbgrader runs the `alembic` command of its own environment
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if threads is not None:  # torch reads it when the kernel imports it
         env["OMP_NUM_THREADS"] = str(threads)
+    if sandbox:  # what Jupyter, IPython and matplotlib write goes inside the course folder
+        for name, sub in (("TMPDIR", "tmp"), ("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                          ("MPLCONFIGDIR", "matplotlib")):
+            (course / ".home" / sub).mkdir(parents=True, exist_ok=True)
+            env[name] = str(course / ".home" / sub)
+        cmd = [*SANDBOX_COMMAND, str(course), _hf_cache(), *cmd]
     env["SDCOURSE_GRADING"] = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"  # marks its processes
     # A session of its own, so that a time-out ends nbgrader AND the kernel it started (a student's endless loop).
     with subprocess.Popen(cmd, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -298,7 +345,7 @@ def _first_error(nb, grade_id: str) -> str:
 
 
 def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_timeout: float,
-               cell_timeout: float, threads: int | None = None) -> list[Row]:
+               cell_timeout: float, threads: int | None = None, sandbox: bool = False) -> list[Row]:
     """Grade one student's notebook for one chapter; every failure becomes rows with 0 and a reason."""
     chapter = chapter_of(source.name)
     expected = exercises(source)
@@ -321,7 +368,7 @@ def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_ti
     try:
         done = _nbgrader(course, "autograde", chapter, f"--student={student}", "--create", "--force",
                          f"--ExecutePreprocessor.timeout={int(cell_timeout)}", f"--Execute.timeout={int(cell_timeout)}",
-                         timeout=notebook_timeout, threads=threads)
+                         timeout=notebook_timeout, threads=threads, sandbox=sandbox)
     except subprocess.TimeoutExpired:
         return all_zero(f"the notebook ran past the time limit of {notebook_timeout:.0f} s; nothing could be graded")
     graded = course / "autograded" / student / chapter / source.name
@@ -354,7 +401,7 @@ def _grade_one(course: Path, student: str, path: Path, source: Path, notebook_ti
 
 def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: str | Path = "notebooks",
           notebook_timeout: float = DEFAULT_NOTEBOOK_TIMEOUT, cell_timeout: float = DEFAULT_CELL_TIMEOUT,
-          progress: bool = True, jobs: int = 1) -> list[Row]:
+          progress: bool = True, jobs: int = 1, sandbox: bool | None = None) -> list[Row]:
     """Grade ``submissions/<student>/NN_name.ipynb`` against the source notebooks in ``source_dir``.
 
     Writes ``out_dir/gradebook.csv`` (student, chapter, exercise, points, max_points, note) and one
@@ -372,8 +419,22 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
     ``jobs`` notebooks are graded at a time, each in a course folder of its own, with the machine's CPU
     cores shared out among their kernels; the rows are the same, in the same order, whatever ``jobs`` is.
     On a GPU every kernel loads its own pipeline, so keep ``jobs`` at 1 unless the memory holds several.
+
+    ``sandbox``: run each submission where every file system is read-only except its own course folder (and
+    the Hugging Face cache), so that its code cannot change a file of yours (Linux with ``unshare``; see
+    :func:`sandbox_available`). None: when this machine can; True: refuse to grade where it cannot.
     """
     submissions = _check_submissions(submissions)
+    if sandbox is None:
+        sandbox = sandbox_available()
+    elif sandbox and not sandbox_available():
+        raise ValueError("sandbox=True, but this machine cannot run the sandbox (it needs Linux with `unshare` and "
+                         "unprivileged user namespaces); grade inside a container or a throw-away account instead, "
+                         "with sandbox=False (--no-sandbox)")
+    if progress:
+        print("each submission runs in a read-only sandbox (only its own course folder can be written)" if sandbox
+              else "no sandbox: each submission's code runs with your rights (grade code you do not trust inside a "
+                   "container or a throw-away account)", flush=True)
     check_seconds(notebook_timeout, "notebook_timeout"), check_seconds(cell_timeout, "cell_timeout")
     jobs = check_int(jobs, "jobs", low=1, high=64, example=2)
     if check_path(out_dir, "out_dir", "grades").resolve() == submissions.resolve():
@@ -406,13 +467,16 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
                 continue
             graded_chapters[chapter] = path
             tasks.append((student, grader_id, path, chapter))
+    # Every submission is read into memory before any is run: a student's code that deletes or rewrites the
+    # submissions folder cannot change what the students after it are graded on.
+    tasks = [(student, grader_id, path, chapter, _read_submission(path)) for student, grader_id, path, chapter in tasks]
     done: list[Row] = []
 
     def finished(task_rows: list[Row]) -> None:  # the gradebook as it stands, after each notebook
         done.extend(task_rows)
         write_gradebook(sorted(done, key=lambda r: r.student), out_dir, notes)
 
-    graded = _grade_all(tasks, sources, notebook_timeout, cell_timeout, progress, jobs, finished)
+    graded = _grade_all(tasks, sources, notebook_timeout, cell_timeout, progress, jobs, finished, sandbox)
     rows = [row for task_rows in graded for row in task_rows]
     for student in sorted({f.name for f in folders} - {r.student for r in rows}):  # nothing graded: say why
         why = "; ".join(notes.get(student, [])) or "no graded chapter notebook"
@@ -423,12 +487,13 @@ def grade(submissions: str | Path, out_dir: str | Path = "grades", source_dir: s
 
 
 def _grade_all(tasks, sources: dict[str, Path], notebook_timeout: float, cell_timeout: float, progress: bool,
-               jobs: int, finished=lambda rows: None) -> list[list[Row]]:
+               jobs: int, finished=lambda rows: None, sandbox: bool = False) -> list[list[Row]]:
     """Grade every (student, notebook, chapter) of ``tasks``, ``jobs`` at a time; one list of rows per task.
 
     Each notebook is graded in a fresh course folder of its own, unpacked from a copy of the released
-    course kept in this process's memory: whatever a student's code deletes or overwrites around it (the
-    gradebook database, the sources), the next student's folder is whole. ``finished`` gets each task's rows
+    course kept in this process's memory, from a copy of the submission read before grading began: whatever a
+    student's code deletes or overwrites around it (the gradebook database, the sources, the submissions
+    folder), the next student's notebook and course folder are whole. ``finished`` gets each task's rows
     as soon as they are known.
     """
     if not tasks:
@@ -444,14 +509,19 @@ def _grade_all(tasks, sources: dict[str, Path], notebook_timeout: float, cell_ti
         shutil.rmtree(release)
 
         def grade_task(task) -> list[Row]:
-            student, grader_id, path, chapter = task
+            student, grader_id, path, chapter, data = task
             if progress:
                 with lock:
                     print(f"grading {student} / {path.name}", flush=True)
             course = Path(tempfile.mkdtemp(prefix="course-", dir=tmp))
             try:
                 _unpack(packed, course)
-                rows = _grade_one(course, grader_id, path, sources[chapter], notebook_timeout, cell_timeout, threads)
+                kept = course / "incoming" / path.name  # the copy read before grading began, not the file now
+                kept.parent.mkdir()
+                if data is not None:
+                    kept.write_bytes(data)
+                rows = _grade_one(course, grader_id, kept, sources[chapter], notebook_timeout, cell_timeout, threads,
+                                  sandbox)
             finally:
                 shutil.rmtree(course, ignore_errors=True)
             for row in rows:
@@ -464,6 +534,14 @@ def _grade_all(tasks, sources: dict[str, Path], notebook_timeout: float, cell_ti
             return [grade_task(task) for task in tasks]
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(grade_task, tasks))
+
+
+def _read_submission(path: Path) -> bytes | None:
+    """A submitted file's bytes (None when it cannot be read: it is then graded as unreadable)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _pack(folder: Path) -> bytes:
@@ -565,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", default="grades", help="where the gradebook and feedback go (default: grades)")
     g.add_argument("--timeout", type=float, default=DEFAULT_NOTEBOOK_TIMEOUT, help="seconds per notebook")
     g.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT, help="seconds per cell")
+    g.add_argument("--no-sandbox", action="store_true",
+                   help="run submissions without the read-only sandbox (which needs Linux with unshare)")
     g.add_argument("--jobs", type=int, default=1,
                    help="notebooks graded at a time (default 1; on a CPU, up to its number of cores)")
     args = parser.parse_args(argv)
@@ -578,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("wrote", path)
             return 0
         check_seconds(args.timeout, "--timeout"), check_seconds(args.cell_timeout, "--cell-timeout")
-        rows = grade(args.submissions, args.out, args.source, args.timeout, args.cell_timeout, jobs=args.jobs)
+        rows = grade(args.submissions, args.out, args.source, args.timeout, args.cell_timeout, jobs=args.jobs,
+                     sandbox=False if args.no_sandbox else None)
     except (TypeError, ValueError) as err:  # bad arguments: one line, no traceback
         sub.choices[args.command].error(str(err))
     print(summary_table(rows))

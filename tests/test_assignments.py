@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -207,7 +208,22 @@ for above in pathlib.Path.cwd().resolve().parents:
         shutil.rmtree(above / "source", ignore_errors=True)
         break
 subprocess.Popen(["sleep", "600"])  # left running in the background
+for other in ("wrong", "zoë"):  # the notebooks of students graded after it, by the path a classmate could know
+    shutil.rmtree(pathlib.Path(SUBMISSIONS) / other, ignore_errors=True)
+for attempt in (lambda: pathlib.Path(OUT, "gradebook.csv").unlink(missing_ok=True),
+                lambda: pathlib.Path(SUBMISSIONS, "vandal-was-here.txt").write_text("x")):
+    try:
+        attempt()
+    except OSError:  # the sandbox's read-only file system
+        pass
 """
+
+
+ODD = {  # what a student's answer cell does first: (the chapter it is in, the code)
+    "exits": ("02_seeds_and_grids.ipynb", "import sys\nsys.exit(1)\n"),
+    "prints 10 MB": ("05_schedulers.ipynb", "print('x' * 10_000_000)\n"),
+    "imports what does not exist": ("09_animation.ipynb", "import a_module_that_does_not_exist\n"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -233,49 +249,58 @@ def graded(student_dir, tmp_path_factory):
     no_checks = trim(nbformat.read(str(NOTEBOOKS / "03_inside_the_pipeline.ipynb"), as_version=4))
     no_checks.cells = [c for c in no_checks.cells if not c.get("id", "").endswith("-check")]  # every check cell
     nbformat.write(no_checks, str(subs / "bad" / "03_inside_the_pipeline.ipynb"))
+    # Submissions that misbehave in their first answer cell: the first exercise gets 0, the second its points.
+    for chapter, code in ODD.values():
+        nb = trim(nbformat.read(str(NOTEBOOKS / chapter), as_version=4))
+        answer = next(c for c in nb.cells if c.get("id", "").endswith("-ex-01-answer"))
+        answer.source = code + answer.source
+        (subs / "odd").mkdir(exist_ok=True)
+        nbformat.write(nb, str(subs / "odd" / chapter))
     # Folder names that nbgrader cannot take as student ids, and folders with nothing to grade.
     first = trim(nbformat.read(str(NOTEBOOKS / "01_pipeline.ipynb"), as_version=4))
     for who in ("zoë", "bad name"):
         (subs / who).mkdir()
         nbformat.write(first, str(subs / who / "01_pipeline.ipynb"))
-    # A student whose code empties the gradebook database and deletes the sources it finds above it: the
-    # students graded after it ("wrong", "zoë") must keep their grades.
+    # A student whose code empties the gradebook database and deletes the sources it finds above it, deletes the
+    # notebooks of the students graded after it ("wrong", "zoë") and the gradebook written so far: they must keep
+    # their grades, and the gradebook must hold every student.
     vandal = trim(nbformat.read(str(NOTEBOOKS / "01_pipeline.ipynb"), as_version=4))
     answer = next(c for c in vandal.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution"))
-    answer.source = VANDAL + answer.source
+    out = tmp_path_factory.mktemp("grades")
+    answer.source = f"SUBMISSIONS, OUT = {str(subs)!r}, {str(out)!r}\n" + VANDAL + answer.source
     (subs / "vandal").mkdir()
     nbformat.write(vandal, str(subs / "vandal" / "01_pipeline.ipynb"))
     (subs / "empty").mkdir()
     (subs / "notes only").mkdir()
     (subs / "notes only" / "readme.md").write_text("no notebook here")
-    out = tmp_path_factory.mktemp("grades")
     start = time.perf_counter()
+    count = len(list(subs.rglob('*.ipynb')))
     rows = grading.grade(subs, out, NOTEBOOKS, notebook_timeout=300, cell_timeout=240, progress=False, jobs=2)
-    print(f"graded {len(list(subs.rglob('*.ipynb')))} notebooks: {time.perf_counter() - start:.1f} s")
-    return rows, out
+    print(f"graded {count} notebooks: {time.perf_counter() - start:.1f} s")
+    return rows, out, subs
 
 
 def test_solutions_get_full_marks(graded):
-    rows, _ = graded
+    rows, *_ = graded
     # two jobs at a time, yet the gradebook keeps the order of one: students by name, then chapters
     order = [(r.student, r.chapter) for r in rows]
     assert order == sorted(order)
-    assert {r.student for r in rows} == {"bad", "bad name", "empty", "notes only", "solution", "untouched", "vandal",
-                                         "wrong", "zoë"}
+    assert {r.student for r in rows} == {"bad", "bad name", "empty", "notes only", "odd", "solution", "untouched",
+                                         "vandal", "wrong", "zoë"}
     mine = [r for r in rows if r.student == "solution"]
     assert len(mine) == sum(len(grading.exercises(p)) for p in chapters())
     assert all(r.points == r.max_points > 0 for r in mine), [(r.exercise, r.note) for r in mine if r.points < r.max_points]
 
 
 def test_untouched_student_versions_get_zero(graded):
-    rows, _ = graded
+    rows, *_ = graded
     mine = [r for r in rows if r.student == "untouched"]
     assert len(mine) == sum(len(grading.exercises(p)) for p in chapters())
     assert all(r.points == 0 and "NotImplementedError" in r.note for r in mine), [(r.exercise, r.note) for r in mine]
 
 
 def test_each_planted_wrong_answer_loses_exactly_its_points(graded):
-    rows, _ = graded
+    rows, *_ = graded
     mine = [r for r in rows if r.student == "wrong"]
     assert len(mine) == len(WRONG_ANSWERS)
     for r in mine:
@@ -284,7 +309,7 @@ def test_each_planted_wrong_answer_loses_exactly_its_points(graded):
 
 
 def test_bad_submissions_get_zero_with_a_reason_and_grading_goes_on(graded):
-    rows, out = graded
+    rows, out, _ = graded
     bad = {r.exercise: r for r in rows if r.student == "bad"}
     assert all(bad[f"ch08-ex-0{k}-check"].points == 0 and "not a readable notebook" in bad[f"ch08-ex-0{k}-check"].note
                for k in (1, 2))
@@ -303,8 +328,23 @@ def test_bad_submissions_get_zero_with_a_reason_and_grading_goes_on(graded):
     assert deleted and all(r.points == 0 and f"check cell {r.exercise} was deleted" in r.note for r in deleted)
 
 
+@pytest.mark.parametrize("case", ODD, ids=list(ODD))
+def test_a_misbehaving_answer_costs_only_its_own_points(graded, case):
+    rows, *_ = graded
+    chapter = "ch" + ODD[case][0][:2]
+    mine = {r.exercise: r for r in rows if r.student == "odd" and r.chapter == chapter}
+    assert set(mine) == {f"{chapter}-ex-01-check", f"{chapter}-ex-02-check"}, mine
+    second = mine[f"{chapter}-ex-02-check"]
+    assert second.points == second.max_points > 0, second
+    first = mine[f"{chapter}-ex-01-check"]
+    if case == "prints 10 MB":  # printing is no error: the answer after it is right
+        assert first.points == first.max_points, first
+    else:  # the answer's function was never defined: 0, and the check's error says so
+        assert first.points == 0 and "is not defined" in first.note, first
+
+
 def test_every_student_folder_is_in_the_gradebook_and_the_table(graded):
-    rows, out = graded
+    rows, out, _ = graded
     for who in ("zoë", "bad name"):  # not usable as nbgrader ids: graded under a stand-in id, shown by name
         mine = [r for r in rows if r.student == who]
         assert mine and all(r.points == r.max_points > 0 for r in mine), [(r.exercise, r.note) for r in mine]
@@ -320,14 +360,41 @@ def test_every_student_folder_is_in_the_gradebook_and_the_table(graded):
 
 
 def test_a_student_who_destroys_the_gradebook_hurts_nobody_else(graded):
-    rows, _ = graded
+    rows, out, subs = graded
     vandal = [r for r in rows if r.student == "vandal"]  # its own grading broke in its own folder: 0, said why
     assert vandal and all(r.points == 0 and "could not run it" in r.note for r in vandal), vandal
     later = [r for r in rows if r.student in ("wrong", "zoë")]  # graded after it, in the course folder it emptied
     assert later and all(r.points == r.max_points or r.exercise.replace("-check", "-answer") in WRONG_ANSWERS
                          for r in later), [(r.student, r.exercise, r.note) for r in later if r.points < r.max_points]
+    assert {r.student for r in later} == {"wrong", "zoë"}
+    with open(out / "gradebook.csv", encoding="utf-8") as f:  # deleted by the vandal, written again after it
+        assert {row["student"] for row in csv.DictReader(f)} >= {"vandal", "wrong", "zoë"}
+    if grading.sandbox_available():  # nothing outside its own course folder changed
+        assert (subs / "wrong" / "01_pipeline.ipynb").exists() and not (subs / "vandal-was-here.txt").exists()
+    else:  # the vandal did delete them: they were graded from the copy read before it ran
+        assert not (subs / "wrong").exists()
     left = subprocess.run(["pgrep", "-f", "^sleep 600$"], capture_output=True, text=True).stdout.split()
     assert not left, f"a student's background process outlived grading: {left}"
+
+
+@pytest.mark.skipif(not grading.sandbox_available(), reason="the sandbox needs Linux with unshare")
+def test_the_sandbox_lets_a_submission_write_only_its_own_folder(tmp_path):
+    inside, outside = tmp_path / "course", tmp_path / "teacher"
+    inside.mkdir(), outside.mkdir()
+    (outside / "marks.csv").write_text("ada,10\n")
+    code = (f"import pathlib, shutil\n"
+            f"pathlib.Path({str(inside)!r}, 'answer.txt').write_text('42')\n"
+            f"for act in (lambda: pathlib.Path({str(outside)!r}, 'marks.csv').write_text('ada,0'),\n"
+            f"            lambda: shutil.rmtree({str(outside)!r}),\n"
+            f"            lambda: pathlib.Path.home().joinpath('sandbox-test.txt').write_text('x')):\n"
+            f"    try:\n        act()\n        print('changed')\n    except OSError as err:\n"
+            f"        print(type(err).__name__, err.errno)\n")
+    done = subprocess.run([*grading.SANDBOX_COMMAND, str(inside), str(tmp_path / "no-cache"), sys.executable, "-c",
+                           code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["OSError 30"] * 3, done.stdout  # EROFS: read-only file system
+    assert (inside / "answer.txt").read_text() == "42"
+    assert (outside / "marks.csv").read_text() == "ada,10\n" and not (Path.home() / "sandbox-test.txt").exists()
 
 
 def test_grading_against_the_learners_copies_is_refused(tmp_path):

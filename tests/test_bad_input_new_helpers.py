@@ -336,12 +336,12 @@ def test_an_empty_student_folder_gets_a_note(tmp_path):
 def test_two_files_for_one_chapter_are_graded_once(tmp_path, monkeypatch):
     graded = []
     monkeypatch.setattr(grading, "_release", lambda course, notebooks: None)
-    monkeypatch.setattr(grading, "_grade_one", lambda course, student, path, *rest: graded.append(path) or [
-        grading.Row(student, "ch06", "ch06-ex-01-check", 2.0, 2.0)])
-    notebook(tmp_path / "subs" / "ann" / "old" / "06_img2img.ipynb")
-    notebook(tmp_path / "subs" / "ann" / "06_img2img.ipynb")
+    monkeypatch.setattr(grading, "_grade_one", lambda course, student, path, *rest: graded.append(
+        path.read_text()) or [grading.Row(student, "ch06", "ch06-ex-01-check", 2.0, 2.0)])
+    notebook(tmp_path / "subs" / "ann" / "old" / "06_img2img.ipynb", '{"old": 1}')
+    notebook(tmp_path / "subs" / "ann" / "06_img2img.ipynb", '{"top": 1}')
     rows = grading.grade(tmp_path / "subs", tmp_path / "out", NOTEBOOKS, progress=False)
-    assert graded == [tmp_path / "subs" / "ann" / "06_img2img.ipynb"] and len(rows) == 1
+    assert graded == ['{"top": 1}'] and len(rows) == 1
     assert "old/06_img2img.ipynb: a second file for ch06; ignored" in (tmp_path / "out" / "feedback" / "ann.md").read_text()
 
 
