@@ -492,3 +492,33 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path, damage):
     CHECKPOINT_DAMAGES[damage](path)
     with pytest.raises(ValueError, match=r"the checkpoint .*vae.pt is damaged .*delete it to run that stage again"):
         train.load_ckpt(path, "cpu")
+
+
+def test_wide_decoder_trains_a_wider_vae_whose_encoder_learns_the_shipped_latents(tmp_path):
+    """scripts/wide_decoder.py: a wider decoder on the shipped encoder's latents, then its own encoder towards
+    them; the exported folder loads as tutorials load SD, with the wider VAE and the shipped UNet."""
+    from conftest import load_script
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+
+    script = load_script("scripts/wide_decoder.py")
+    export = tmp_path / "model"
+    args = ["--out", str(tmp_path / "ckpt"), "--clean-steps", "2", "--robust-steps", "1", "--encoder-steps", "3",
+            "-n", "4", "--export", str(export), "--threads", "1"]
+    script.main(args)
+    assert [torch.load(tmp_path / "ckpt" / f"{n}.pt", map_location="cpu")["step"] for n in
+            ("clean", "robust", "encoder")] == [2, 1, 3]
+    result = json.loads((tmp_path / "ckpt" / "round_trips.json").read_text())
+    assert set(result) == {"wide", "shipped", "latent_error"} and set(result["wide"]) == {"flat", "varied"}
+    assert result["latent_error"]["flat"]["rms_error"] > 0
+    vae = AutoencoderKL.from_pretrained(export, subfolder="vae")
+    assert tuple(vae.config.block_out_channels) == script.WIDE["block_out_channels"]
+    assert vae.config.scaling_factor == 0.18215 and vae.dtype == torch.float32
+    shipped = UNet2DConditionModel.from_pretrained(sdcourse.MINI_MODEL_DIR, subfolder="unet")
+    unet = UNet2DConditionModel.from_pretrained(export, subfolder="unet")
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), unet.state_dict().values()))
+    pipe = StableDiffusionPipeline.from_pretrained(export)
+    assert pipe("a red circle", num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)
+    log = (tmp_path / "ckpt" / "train.log").read_text()
+    script.main(args)  # a rerun resumes: every stage is already trained
+    rerun = (tmp_path / "ckpt" / "train.log").read_text()[len(log):]
+    assert all(f"{n} already trained" in rerun for n in ("clean", "robust", "encoder")), rerun
