@@ -522,3 +522,15 @@ def test_wide_decoder_trains_a_wider_vae_whose_encoder_learns_the_shipped_latent
     script.main(args)  # a rerun resumes: every stage is already trained
     rerun = (tmp_path / "ckpt" / "train.log").read_text()[len(log):]
     assert all(f"{n} already trained" in rerun for n in ("clean", "robust", "encoder")), rerun
+
+
+def test_latent_probe_reads_the_shape_off_the_latents(capsys):
+    """scripts/latent_probe.py: a classifier on the VAE's latents, read on held-out scenes, by world and size."""
+    from conftest import load_script
+
+    load_script("scripts/latent_probe.py").main(["--steps", "3", "--looks", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "3024 training latents (1512 scenes, flat and 1 varied renders each); 168 held-out scenes" in out
+    for world in ("flat", "varied"):
+        line = next(l for l in out.splitlines() if l.startswith(f"{world} renders: shape read from the latents"))
+        assert "small" in line and "large" in line
