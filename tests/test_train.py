@@ -534,3 +534,25 @@ def test_latent_probe_reads_the_shape_off_the_latents(capsys):
     for world in ("flat", "varied"):
         line = next(l for l in out.splitlines() if l.startswith(f"{world} renders: shape read from the latents"))
         assert "small" in line and "large" in line
+
+
+def test_a_wider_vae_and_flat_renders_in_a_varied_world(tmp_path):
+    """--vae-width / --vae-layers build a wider AutoencoderKL (x8, 4 latent channels still); --flat-share mixes flat
+    renders into a varied world's VAE batches, and a recipe without it draws its batches as before."""
+    import random
+
+    r = train.Recipe(looks_per_scene=1, flat_share=1.0, polish_steps=0)
+    scenes = shapes.all_scenes()[:50]
+    flat = train.world_batch(random.Random(0), scenes, 6, r)
+    picks = random.Random(0).choices(scenes, k=6)
+    assert torch.equal(flat, train.scenes_tensor(picks))
+    varied = train.world_batch(random.Random(0), scenes, 6, replace(r, flat_share=0.0))
+    assert not torch.equal(varied, flat)
+    assert torch.equal(varied, train.world_batch(random.Random(0), scenes, 6, train.Recipe(looks_per_scene=1,
+                                                                                            polish_steps=0)))
+    wide = replace(r, vae_width=24, vae_layers=2, vae_steps=1, subject_weight=4.0, flat_share=0.5)
+    vae = train.train_vae(tmp_path, wide, "cpu")
+    assert tuple(vae.config.block_out_channels) == (24, 48, 96, 96) and vae.config.layers_per_block == 2
+    assert vae.config.latent_channels == 4 and vae.encode(flat[:1]).latent_dist.mean.shape == (1, 4, 8, 8)
+    with pytest.raises(ValueError, match="vae_width must be even"):
+        train.Recipe(vae_width=17)

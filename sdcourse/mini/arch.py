@@ -62,6 +62,15 @@ UNET_CONFIG = dict(
 
 
 
+def vae_config(width: int = 16, layers: int = 1) -> dict:
+    """``VAE_CONFIG`` with ``width`` channels in the first block (2x, 4x and 4x in the next three) and ``layers``
+    layers per block; 16 and 1 are the shipped VAE. Still x8 with 4 latent channels, as SD's."""
+    if (width, layers) == (16, 1):
+        return dict(VAE_CONFIG)
+    return dict(VAE_CONFIG, block_out_channels=(width, 2 * width, 4 * width, 4 * width), layers_per_block=layers,
+                norm_num_groups=min(32, width // 2))
+
+
 def unet_config(width: int = 32) -> dict:
     """``UNET_CONFIG`` with ``width`` channels in the first block (2x and 4x in the next two); 32 is the shipped
     UNet. Narrower ones train faster (chapter 13's classroom run uses one)."""

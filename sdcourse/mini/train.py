@@ -95,7 +95,10 @@ class Recipe:
     looks_per_scene: int = setting(0, "varied pictures per scene in the UNet's latents (0: one flat render each); "
                                       "the VAE stages then draw a fresh random look for every picture")
     look_strength: float = setting(1.0, "how far the looks vary, 0-1 (scales shapes.LOOK_LIMITS)")
+    flat_share: float = setting(0.0, "in a varied world, the share of flat renders among the VAE stages' pictures")
     # stage 1: VAE
+    vae_width: int = setting(16, "stages 1-4: channels of the VAE's first block; the next three have 2x, 4x, 4x")
+    vae_layers: int = setting(1, "stages 1-4: layers per VAE block (diffusers gives the decoder one more)")
     vae_steps: int = setting(1500, "stage 1: VAE training steps")
     vae_batch: int = setting(16, "pictures per batch in every VAE and decoder stage")
     vae_lr: float = setting(1e-3, "stage 1: peak learning rate")
@@ -107,8 +110,9 @@ class Recipe:
     decoder_lr: float = setting(5e-4, "stage 2: peak learning rate")
     decoder_warmup: int = setting(50, "warm-up steps of every decoder stage (2, 4, 6)")
     decoder_l1_weight: float = setting(1.0, "every decoder stage: loss = MSE + this x L1")
-    subject_weight: float = setting(0.0, "every decoder stage: the pixels far from the picture's background "
-                                         "colour (the shape) count 1 + this many times in the loss (0: all alike)")
+    subject_weight: float = setting(0.0, "stage 1 and every decoder stage: the pixels far from the picture's "
+                                         "background colour (the shape) count 1 + this many times in the loss "
+                                         "(0: all alike)")
     # stage 4: robust decoder
     robust_decoder_steps: int = setting(2000, "stage 4: decoder fine-tuning on noisy latents (0: skip)")
     robust_decoder_lr: float = setting(3e-4, "stage 4: peak learning rate")
@@ -163,6 +167,8 @@ class Recipe:
                              f"({self.unet_steps}) steps, or neither; a batch of 1 or more and a delta above 0; got "
                              f"weight {self.smooth_weight}, steps {self.smooth_steps}, batch {self.smooth_batch}, "
                              f"delta {self.smooth_delta}")
+        if self.vae_width % 2:
+            raise ValueError(f"vae_width must be even (the VAE's group norms), got {self.vae_width}")
         if self.unet_width % 8:
             raise ValueError(f"unet_width must be a multiple of 8 (the UNet's group norms), got {self.unet_width}")
         if not isinstance(self.frozen_from, str) or self.frozen_from not in ("", "bundled") and not all(
@@ -207,7 +213,7 @@ BIG = 10**9
 # (the VAE, the UNet) start at 1: a run with none of them would export random weights.
 LIMITS = {
     "seed": (0, 2**63 - 1, True), "unet_width": (8, 1024, True), "looks_per_scene": (0, 1000, True),
-    "look_strength": (0, 1, True),
+    "look_strength": (0, 1, True), "flat_share": (0, 1, True), "vae_width": (8, 512, True), "vae_layers": (1, 8, True),
     "vae_steps": (1, BIG, True), "vae_batch": (1, 4096, True), "vae_lr": (1e-12, 1, True), "vae_warmup": (0, BIG, True),
     "vae_l1_weight": (0, 1e3, True), "vae_kl_weight": (0, 1e3, True), "decoder_steps": (0, BIG, True),
     "decoder_lr": (1e-12, 1, True), "decoder_warmup": (0, BIG, True), "decoder_l1_weight": (0, 1e3, True),
@@ -256,6 +262,8 @@ def world_batch(rng: random.Random, scenes: list, k: int, r: Recipe) -> torch.Te
     varied world (``r.looks_per_scene`` > 0), each with a fresh random look."""
     picks = rng.choices(scenes, k=k)
     looks = [shapes.random_look(rng, r.look_strength) for _ in picks] if r.looks_per_scene else None
+    if looks and r.flat_share:  # (drawn only then, so that a recipe without flat renders draws as it always did)
+        looks = [None if rng.random() < r.flat_share else look for look in looks]
     return scenes_tensor(picks, looks=looks)
 
 
@@ -472,7 +480,7 @@ def encode_with_noise(vae, pictures: torch.Tensor, latent_noise: float, scaling:
 
 # ---------------------------------------------------------------- stage 1: VAE
 def train_vae(out: Path, r: Recipe, device: str):
-    """Stage 1: train an AutoencoderKL (``arch.VAE_CONFIG``) to reconstruct random scenes.
+    """Stage 1: train an AutoencoderKL (``arch.vae_config(r.vae_width, r.vae_layers)``) to reconstruct random scenes.
 
     The loss is MSE + ``vae_l1_weight`` x L1 on the pictures, plus ``vae_kl_weight`` x the KL divergence of
     the posterior from a standard normal (per pixel): just enough to keep the latents a smooth, bounded cloud.
@@ -480,7 +488,7 @@ def train_vae(out: Path, r: Recipe, device: str):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(r.stage_seed("vae"))
-    vae = AutoencoderKL(**arch.VAE_CONFIG).to(device)
+    vae = AutoencoderKL(**arch.vae_config(r.vae_width, r.vae_layers)).to(device)
     all_scenes = shapes.all_scenes()
 
     def reconstruction_loss(rng):
@@ -488,7 +496,13 @@ def train_vae(out: Path, r: Recipe, device: str):
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample()).sample
         kl = posterior.kl().mean() / x[0].numel()
-        loss = F.mse_loss(rec, x) + r.vae_l1_weight * F.l1_loss(rec, x) + r.vae_kl_weight * kl
+        if r.subject_weight:  # the shape's pixels weigh more, as in the decoder stages
+            w = subject_weights(x, r.subject_weight).expand_as(x)
+            err = rec - x
+            fit = ((w * err.square()).sum() + r.vae_l1_weight * (w * err.abs()).sum()) / w.sum()
+        else:
+            fit = F.mse_loss(rec, x) + r.vae_l1_weight * F.l1_loss(rec, x)
+        loss = fit + r.vae_kl_weight * kl
         return loss, f" kl {kl.item():.3f}"
 
     return fit_vae(out, "VAE", vae, list(vae.parameters()), r.vae_steps, r.vae_lr, r.vae_warmup,
