@@ -556,3 +556,17 @@ def test_a_wider_vae_and_flat_renders_in_a_varied_world(tmp_path):
     assert vae.config.latent_channels == 4 and vae.encode(flat[:1]).latent_dist.mean.shape == (1, 4, 8, 8)
     with pytest.raises(ValueError, match="vae_width must be even"):
         train.Recipe(vae_width=17)
+    # scripts/save_vae_stage.py keeps the stage's weights as a diffusers folder in float16, and reads them
+    from conftest import load_script
+    from diffusers import AutoencoderKL
+    from safetensors import safe_open
+
+    (tmp_path / "recipe.json").write_text(json.dumps(asdict(wide)))
+    load_script("scripts/save_vae_stage.py").main([str(tmp_path / "vae.pt"), str(tmp_path / "stage1"), "-n", "4"])
+    with safe_open(tmp_path / "stage1" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    saved = AutoencoderKL.from_pretrained(tmp_path / "stage1")
+    assert tuple(saved.config.block_out_channels) == (24, 48, 96, 96) and saved.dtype == torch.float32
+    assert torch.allclose(saved.decoder.conv_out.weight, vae.decoder.conv_out.weight.half().float())
+    record = json.loads((tmp_path / "stage1" / "round_trips.json").read_text())
+    assert record["step"] == 1 and set(record["flat"]) >= {"colour", "shape"}
