@@ -6,7 +6,7 @@ can, and the latent space itself must change. It trains on the posterior means o
 renders and of ``--looks`` varied renders of each, and reads the held-out scenes' flat and varied renders:
 
     python scripts/latent_probe.py                     # the bundled model's VAE
-    python scripts/latent_probe.py --model DIR         # another model folder's
+    python scripts/latent_probe.py --model DIR         # another model folder's, or a VAE folder's
 
 It prints the shape accuracy on held-out scenes, by world (flat, varied) and by size (small, large).
 """
@@ -42,7 +42,8 @@ def probe(latent_channels: int = 4, width: int = 64) -> torch.nn.Module:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", type=Path, default=None, help="a model folder (default: the bundled mini model)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a model folder, or a VAE's own folder (default: the bundled mini model)")
     ap.add_argument("--looks", type=int, default=8, help="varied renders of each training scene (default 8)")
     ap.add_argument("--steps", type=int, default=3000, help="classifier training steps (default 3000)")
     ap.add_argument("--threads", type=int, default=0)
@@ -53,7 +54,8 @@ def main(argv=None):
 
     from sdcourse import MINI_MODEL_DIR, shapes
 
-    vae = AutoencoderKL.from_pretrained(args.model or MINI_MODEL_DIR, subfolder="vae").eval()
+    folder = args.model or MINI_MODEL_DIR
+    vae = AutoencoderKL.from_pretrained(folder / "vae" if (folder / "vae").is_dir() else folder).eval()
     train_scenes, held = shapes.split_scenes()
     rng = random.Random(0)
     varied = [s for s in train_scenes for _ in range(args.looks)]
