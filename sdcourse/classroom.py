@@ -172,7 +172,9 @@ def train(recipe: mini_train.Recipe | None = None, out: str | Path | None = None
     vae, text_encoder = mini_train.frozen_parts(recipe.frozen_from, device)
     mean, std, scaling, scene_of = frozen_latents(vae, device, recipe)
     run = TrainingRun(recipe, None, scaling=scaling, out=out)
-    bar = tqdm(total=recipe.unet_steps, desc="training the UNet", disable=not live)
+    # redrawn at most every 2 s: a bar redrawn ten times a second sends thousands of messages to the notebook,
+    # and past about a thousand the kernel's output channel drops them (the cell's last outputs among them)
+    bar = tqdm(total=recipe.unet_steps, desc="training the UNet", disable=not live, mininterval=2.0)
     handle = None
     if live:
         from IPython.display import display
@@ -183,7 +185,7 @@ def train(recipe: mini_train.Recipe | None = None, out: str | Path | None = None
         run.losses.append(loss)
         bar.update(1)
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{smooth(run.losses)[-1]:.4f}")
+            bar.set_postfix(loss=f"{smooth(run.losses)[-1]:.4f}", refresh=False)
         if step % sample_every == 0 or step == recipe.unet_steps:
             te, unet = ema_models()
             row, images = accuracy(pipeline(te, unet, vae), 7.5, n_eval)
