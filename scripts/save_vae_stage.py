@@ -13,7 +13,6 @@ Load it with ``AutoencoderKL.from_pretrained(folder)`` (float32 by default).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def main(argv=None):
         ap.error(f"{args.checkpoint}: no such checkpoint with a recipe.json beside it")
     from diffusers import AutoencoderKL
 
-    from sdcourse.mini import arch, train
+    from sdcourse.mini import arch, evaluate, train
 
     recipe = json.loads(recipe_file.read_text())
     state = train.load_ckpt(args.checkpoint, "cpu")
@@ -41,11 +40,10 @@ def main(argv=None):
     args.folder.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(args.folder, safe_serialization=True)
     train.halve_weights(args.folder)
-    spec = importlib.util.spec_from_file_location("wide_decoder", Path(__file__).with_name("wide_decoder.py"))
-    wide_decoder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(wide_decoder)
     saved = AutoencoderKL.from_pretrained(args.folder).eval()  # what a later stage will load: the float16 weights
-    result = {"checkpoint": args.checkpoint.name, "step": state["step"], **wide_decoder.round_trips(saved, saved, args.n)}
+    result = {"checkpoint": args.checkpoint.name, "step": state["step"],
+              **{world: evaluate.round_trip_readings(saved, saved, args.n, varied=world == "varied")
+                 for world in ("flat", "varied")}}
     (args.folder / "round_trips.json").write_text(json.dumps(result, indent=1) + "\n")
     for world in ("flat", "varied"):
         print(f"{world} renders, round trips: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in result[world].items()))

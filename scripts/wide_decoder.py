@@ -55,26 +55,11 @@ def mixed_batch(rng: random.Random, scenes: list, k: int) -> torch.Tensor:
 @torch.no_grad()
 def round_trips(encoder_vae, decoder_vae, n: int = 200) -> dict:
     """The checker's readings of ``decoder_vae.decode(encoder_vae.encode(x).mean)`` for the held-out scenes'
-    flat and varied renders (the same pictures as ``evaluate.vae_round_trip``)."""
-    import numpy as np
+    flat and varied renders (``evaluate.round_trip_readings``, the pictures of ``evaluate.vae_round_trip``)."""
+    from sdcourse.mini.evaluate import round_trip_readings
 
-    from sdcourse import shapes
-    from sdcourse.mini.evaluate import attribute_accuracy, heldout_prompts, read_picture
-
-    pairs = heldout_prompts(n)
-    result = {}
-    for varied in (False, True):
-        rng = random.Random(1)
-        looks = [shapes.random_look(rng) if varied else None for _ in pairs]
-        x = np.stack([np.asarray(shapes.render(s, 64, look)) for (s, _), look in zip(pairs, looks)])
-        x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
-        rec = decoder_vae.decode(encoder_vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-        pics = ((rec + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        readings = [read_picture(p) for p in pics]
-        row = attribute_accuracy(readings, [s for s, _ in pairs])
-        row["palette_purity"] = float(np.mean([r.purity for r in readings]))
-        result["varied" if varied else "flat"] = row
-    return result
+    return {world: round_trip_readings(encoder_vae, decoder_vae, n, varied=world == "varied")
+            for world in ("flat", "varied")}
 
 
 def main(argv=None):

@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from PIL import Image
 
 from sdcourse.playground import Playground
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "11_playground.ipynb"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,10 +37,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 WAIT_MS = 300_000  # generous: the course's CI machine has 2 shared cores
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# the Colab-like run's own helpers: a free port, and stopping a Jupyter server with its kernels
+_colab_like_run = load_script("scripts/colab_like_run.py")
+free_port, stop_jupyterlab = _colab_like_run.free_port, _colab_like_run.stop_server
 
 
 def start_jupyterlab(tmp: Path):
@@ -80,21 +80,6 @@ def start_jupyterlab(tmp: Path):
                 pytest.fail(f"JupyterLab did not start; its log:\n{(tmp / 'jupyterlab.log').read_text()[-3000:]}")
             time.sleep(0.5)
     return server, url, token
-
-
-def stop_jupyterlab(server, url, token):
-    try:  # shut the kernels down first, then the server
-        with urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=5) as answer:
-            for kernel in json.load(answer):
-                request = urllib.request.Request(f"{url}/api/kernels/{kernel['id']}?token={token}", method="DELETE")
-                urllib.request.urlopen(request, timeout=10)
-    except OSError:
-        pass
-    server.terminate()
-    try:
-        server.wait(30)
-    except subprocess.TimeoutExpired:
-        server.kill()
 
 
 def page_picture(page) -> np.ndarray:

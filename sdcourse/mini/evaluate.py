@@ -236,17 +236,22 @@ def vae_round_trip(pipe, n: int = 200, varied: bool = False) -> dict:
     """The same checks on the VAE's round trips (encode, decode) of the held-out scenes' clean renders:
     the ceiling that the decoder puts on any generated picture, whatever the UNet and the guidance do.
     ``varied=True``: each render with a seeded random ``shapes.Look`` (the varied world's pictures)."""
+    return round_trip_readings(pipe.vae, pipe.vae, n, varied, side=pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+
+def round_trip_readings(encoder_vae, decoder_vae, n: int = 200, varied: bool = False, side: int = 64) -> dict:
+    """:func:`vae_round_trip` of ``decoder_vae.decode(encoder_vae.encode(x).mean)``: two VAEs sharing one latent
+    space (a new decoder on an old encoder's latents), or one VAE given twice."""
     import torch
 
     pairs = heldout_prompts(n)
-    vae = pipe.vae
     rng = random.Random(1)
     looks = [shapes.random_look(rng) if varied else None for _ in pairs]
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     x = np.stack([np.asarray(shapes.render(s, side, look)) for (s, _), look in zip(pairs, looks)])
-    x = torch.from_numpy(x).permute(0, 3, 1, 2).to(vae.device, vae.dtype) / 127.5 - 1
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).to(encoder_vae.device, encoder_vae.dtype) / 127.5 - 1
     with torch.no_grad():
-        rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        z = encoder_vae.encode(x).latent_dist.mean
+        rec = decoder_vae.decode(z.to(decoder_vae.device, decoder_vae.dtype)).sample.clamp(-1, 1)
     pics = ((rec.float() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     readings = [read_picture(p) for p in pics]
     row = attribute_accuracy(readings, [s for s, _ in pairs])
