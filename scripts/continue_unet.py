@@ -25,6 +25,14 @@ a constant learning rate (``--lr 2e-4 --constant-lr``) with a faster EMA (``--em
         --steps 28400 --looks-per-scene 16 --lr 2e-4 --constant-lr --ema-decay 0.995 \
         --smooth-weight 0.3 --smooth-steps 400
 
+``--vae FOLDER`` trains on the latents of another autoencoder (a stage saved by ``scripts/save_vae_stage.py``),
+with their measured scaling factor, which the export folds into that VAE so that its config reads SD's 0.18215.
+The text encoder and UNet still start from ``--from-model``'s weights; ``--from-step 0`` gives them a fresh
+warm-up and a whole cosine schedule. Version 2's text encoder and UNet on the wider autoencoder::
+
+    python scripts/continue_unet.py --vae checkpoints/v2/vae --out ~/.cache/sdcourse-runs/v2-unet2 \
+        --from-step 0 --steps 12000 --looks-per-scene 16 --threads 2
+
 The exported folder gets a ``train_info.json``: the recipe, the starting step, the machine and the minutes.
 """
 import argparse
@@ -47,6 +55,8 @@ def main(argv=None):
     ap.add_argument("--look-strength", type=float, default=1.0, help="how far the looks vary, 0-1")
     ap.add_argument("--from-model", type=Path, default=None,
                     help="the diffusers folder whose text encoder, UNet and VAE to start from (default: the shipped one)")
+    ap.add_argument("--vae", type=Path, default=None,
+                    help="an AutoencoderKL folder whose latents to train on (default: --from-model's VAE)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     ap.add_argument("--constant-lr", action="store_true", help="keep the learning rate at its peak (no cosine)")
     ap.add_argument("--ema-decay", type=float, default=None, help="the EMA's decay (default: the recipe's)")
@@ -65,8 +75,11 @@ def main(argv=None):
     model_dir = args.from_model or MINI_MODEL_DIR
     if not (model_dir / "unet").is_dir():
         ap.error(f"--from-model {model_dir}: not a diffusers folder (it has no unet/ folder)")
+    vae_dir = args.vae or model_dir / "vae"
+    if not (vae_dir / "config.json").is_file():
+        ap.error(f"--vae {vae_dir}: not an AutoencoderKL folder (it has no config.json)")
     args.out.mkdir(parents=True, exist_ok=True)
-    vae = AutoencoderKL.from_pretrained(model_dir / "vae", dtype=torch.float32).eval()
+    vae = AutoencoderKL.from_pretrained(vae_dir, dtype=torch.float32).eval()
     scaling = vae.config.scaling_factor
     ckpt = args.out / "unet.pt"
     if not ckpt.exists():
@@ -84,16 +97,23 @@ def main(argv=None):
                               unet_lr=args.lr or shipped.unet_lr, lr_floor=1.0 if args.constant_lr else shipped.lr_floor,
                               unet_warmup=0 if args.constant_lr else shipped.unet_warmup,
                               ema_decay=args.ema_decay or shipped.ema_decay, smooth_weight=args.smooth_weight,
-                              smooth_steps=args.smooth_steps)
+                              smooth_steps=args.smooth_steps, vae_width=vae.config.block_out_channels[0],
+                              vae_layers=vae.config.layers_per_block)
     except ValueError as err:
         ap.error(str(err))
     t0 = time.time()
-    with torch.no_grad():
-        mean, std, measured, scene_of = train.latent_cache(vae, "cpu", recipe)
-    train.log(f"{len(mean)} latents; scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}", args.out)
+    with torch.no_grad():  # kept in OUT/latents.pt: a resumed run does not encode them again
+        mean, std, measured, scene_of = train.cached_latents(args.out, vae, "cpu", recipe)
+    if args.vae:  # a VAE that the UNet has never seen: its own latents' scale, folded in at the export
+        train.log(f"{len(mean)} latents of {vae_dir}; measured scaling factor {measured:.5f}", args.out)
+        scaling = measured
+    else:
+        train.log(f"{len(mean)} latents; scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}",
+                  args.out)
     text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu", scene_of)
+    vae_said = f"the VAE of {vae_dir}, its scaling factor {scaling:.5f} folded in" if args.vae else "the VAE as it was"
     record = {"record": f"scripts/continue_unet.py: stage 5 of this recipe, from the weights of {model_dir} "
-                        f"(trained {args.from_step} steps) to step {args.steps}; the VAE as it was.",
+                        f"(trained {args.from_step} steps) to step {args.steps}; {vae_said}.",
               **asdict(recipe), "from_step": args.from_step, "threads": torch.get_num_threads(),
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
               "minutes_this_run": round((time.time() - t0) / 60, 1)}

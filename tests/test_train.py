@@ -281,9 +281,31 @@ def test_continue_unet_can_add_the_smoothness_penalty_at_a_constant_rate(tmp_pat
     assert "smoothness" in (tmp_path / "train.log").read_text()
 
 
+def test_continue_unet_trains_on_another_vaes_latents_and_folds_their_scale_in(tmp_path):
+    """--vae: a UNet for a new autoencoder. Its latents' measured scale is what the UNet learns on, and the
+    export folds it into that VAE, so that the folder's 0.18215 times its latents has a standard deviation of 1."""
+    from conftest import load_script
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(**arch.vae_config(8, 1)).save_pretrained(tmp_path / "vae")  # untrained: latents far from std 1
+    load_script("scripts/continue_unet.py").main(["--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "run"),
+                                                  "--from-step", "0", "--steps", "2"])
+    record = json.loads((tmp_path / "run" / "model" / "train_info.json").read_text())
+    assert (record["vae_width"], record["vae_layers"]) == (8, 1) and "folded in" in record["record"]
+    measured = torch.load(tmp_path / "run" / "latents.pt", map_location="cpu")["scaling"]
+    assert abs(measured - 0.18215) > 0.05  # else the fold would not be tested
+    vae = AutoencoderKL.from_pretrained(tmp_path / "run" / "model" / "vae").eval()
+    assert vae.config.scaling_factor == 0.18215 and vae.config.block_out_channels[0] == 8
+    with torch.no_grad():
+        z = vae.encode(train.scenes_tensor(shapes.all_scenes()[:256])).latent_dist.mean
+    assert 0.8 < (z * 0.18215).std().item() < 1.25
+
+
 @pytest.mark.parametrize("extra, match", [
     (["--smooth-weight", "0.3"], "smoothness penalty"),
     (["--from-model", "nowhere"], "not a diffusers folder"),
+    (["--vae", "nowhere"], "not an AutoencoderKL folder"),
 ])
 def test_continue_unet_refuses_bad_options_in_one_line(tmp_path, capsys, extra, match):
     from conftest import load_script
