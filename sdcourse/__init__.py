@@ -16,3 +16,4 @@ from .img2img import img2img, img2img_pipeline
 from .inpaint import inpaint, inpaint_pipeline
 from .animation import animate
 from .cost import colab_cost
+from .source import source
