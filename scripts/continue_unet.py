@@ -25,6 +25,9 @@ a constant learning rate (``--lr 2e-4 --constant-lr``) with a faster EMA (``--em
         --steps 28400 --looks-per-scene 16 --lr 2e-4 --constant-lr --ema-decay 0.995 \
         --smooth-weight 0.3 --smooth-steps 400
 
+``--export-now`` trains no further and exports the checkpoint in ``--out`` as it is (a stage that stops before
+``--steps``, to be committed and gone on with later), with the VAE of ``--vae`` (``--export`` names the folder).
+
 ``--vae FOLDER`` trains on the latents of another autoencoder (a stage saved by ``scripts/save_vae_stage.py``),
 with their measured scaling factor, which the export folds into that VAE so that its config reads SD's 0.18215.
 The text encoder and UNet still start from ``--from-model``'s weights; ``--from-step 0`` gives them a fresh
@@ -38,7 +41,7 @@ The exported folder gets a ``train_info.json``: the recipe, the starting step, t
 import argparse
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -62,6 +65,9 @@ def main(argv=None):
     ap.add_argument("--ema-decay", type=float, default=None, help="the EMA's decay (default: the recipe's)")
     ap.add_argument("--smooth-weight", type=float, default=0.0, help="the guidance-smoothness penalty's weight")
     ap.add_argument("--smooth-steps", type=int, default=0, help="the penalty is on for the last this many steps")
+    ap.add_argument("--export-now", action="store_true",
+                    help="train no further: export the checkpoint in --out as it is (its EMA weights) with --vae's VAE")
+    ap.add_argument("--export", type=Path, default=None, help="the exported folder (default: OUT/model)")
     args = ap.parse_args(argv)
     if args.steps <= args.from_step:
         ap.error(f"--steps ({args.steps}) must be larger than --from-step ({args.from_step})")
@@ -82,6 +88,8 @@ def main(argv=None):
     vae = AutoencoderKL.from_pretrained(vae_dir, dtype=torch.float32).eval()
     scaling = vae.config.scaling_factor
     ckpt = args.out / "unet.pt"
+    if args.export_now and not ckpt.exists():
+        ap.error(f"--export-now: {ckpt} does not exist (nothing trained there yet)")
     if not ckpt.exists():
         text_encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder", dtype=torch.float32)
         unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", dtype=torch.float32)
@@ -110,15 +118,23 @@ def main(argv=None):
     else:
         train.log(f"{len(mean)} latents; scaling factor: shipped {scaling:.5f}, measured again {measured:.5f}",
                   args.out)
-    text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu", scene_of)
+    reached = args.steps
+    if args.export_now:  # a stage that stops before --steps: its checkpoint, exported as it is
+        reached = train.load_ckpt(ckpt, "cpu")["step"]
+        text_encoder, unet = train.train_unet(args.out, replace(recipe, unet_steps=reached), mean, std, scaling,
+                                              "cpu", scene_of)
+    else:
+        text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu", scene_of)
     vae_said = f"the VAE of {vae_dir}, its scaling factor {scaling:.5f} folded in" if args.vae else "the VAE as it was"
     record = {"record": f"scripts/continue_unet.py: stage 5 of this recipe, from the weights of {model_dir} "
-                        f"(trained {args.from_step} steps) to step {args.steps}; {vae_said}.",
-              **asdict(recipe), "from_step": args.from_step, "threads": torch.get_num_threads(),
+                        f"(trained {args.from_step} steps) to step {reached} of a schedule of {args.steps}; {vae_said}.",
+              **asdict(recipe), "from_step": args.from_step, "step_reached": reached,
+              "threads": torch.get_num_threads(),
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
               "minutes_this_run": round((time.time() - t0) / 60, 1)}
-    train.export(args.out / "model", vae, text_encoder, unet, scaling, record)
-    train.log(f"exported to {args.out / 'model'}", args.out)
+    folder = args.export or args.out / "model"
+    train.export(folder, vae, text_encoder, unet, scaling, record)
+    train.log(f"exported step {reached} to {folder}", args.out)
 
 
 if __name__ == "__main__":

@@ -300,6 +300,13 @@ def test_continue_unet_trains_on_another_vaes_latents_and_folds_their_scale_in(t
     with torch.no_grad():
         z = vae.encode(train.scenes_tensor(shapes.all_scenes()[:256])).latent_dist.mean
     assert 0.8 < (z * 0.18215).std().item() < 1.25
+    # a stage that stops before the end of its schedule: exported as it is, nothing trained further
+    load_script("scripts/continue_unet.py").main(["--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "run"),
+                                                  "--from-step", "0", "--steps", "10", "--export-now",
+                                                  "--export", str(tmp_path / "stage")])
+    record = json.loads((tmp_path / "stage" / "train_info.json").read_text())
+    assert record["step_reached"] == 2 and "to step 2 of a schedule of 10" in record["record"]
+    assert torch.load(tmp_path / "run" / "unet.pt", map_location="cpu")["step"] == 2
 
 
 @pytest.mark.parametrize("extra, match", [
