@@ -395,9 +395,6 @@ def run_gate_command(pipe, args) -> int:
     print(f"ship gate of {folder.name}: {args.n} held-out captions, {args.short} short prompts, guidance 7.5")
     passed, lines, numbers, pictures = run_gate(pipe, folder if folder.is_dir() else None, args.n, args.short)
     print("\n".join(lines))
-    numbers["vae_round_trip_varied"] = vae_round_trip(pipe, args.n, varied=True)
-    print("VAE round trips of varied renders of the held-out scenes (not a check): "
-          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in numbers["vae_round_trip_varied"].items()))
     if args.grid:
         images, captions = pictures["klms 50"]
         caption_grid(images, captions).save(args.grid)
