@@ -26,7 +26,7 @@ fi
 
 status=0
 .venv/bin/python -m pytest "${targets[@]}" --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 \
-    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@" || status=$?
+    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --durations=25 "$@" || status=$?
 
 if [ "$#" -eq 0 ] && [ "${targets[*]}" = "tests notebooks" ]; then
     echo "run_tests: the checked cells again, on one thread with older CPU kernels (scripts/check_outputs_elsewhere.py)"
