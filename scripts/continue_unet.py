@@ -126,7 +126,8 @@ def main(argv=None):
     else:
         text_encoder, unet = train.train_unet(args.out, recipe, mean, std, scaling, "cpu", scene_of)
     vae_said = f"the VAE of {vae_dir}, its scaling factor {scaling:.5f} folded in" if args.vae else "the VAE as it was"
-    record = {"record": f"scripts/continue_unet.py: stage 5 of this recipe, from the weights of {model_dir} "
+    origin = "sdcourse/mini_model" if model_dir.resolve() == MINI_MODEL_DIR.resolve() else model_dir.name
+    record = {"record": f"scripts/continue_unet.py: stage 5 of this recipe, from the weights of {origin} "
                         f"(trained {args.from_step} steps) to step {reached} of a schedule of {args.steps}; {vae_said}.",
               **asdict(recipe), "from_step": args.from_step, "step_reached": reached,
               "threads": torch.get_num_threads(),
