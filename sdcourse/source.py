@@ -4,7 +4,8 @@ The course's helpers check their arguments (a clear sentence instead of a traceb
 so ``inspect.getsource`` shows those checks before the idea. ``print(sdcourse.source(fn))`` prints the same
 function with its docstring cut to its first paragraph and without the statements that only check
 arguments: calls to ``check_*`` functions (``steps = check_steps(steps)`` too) and ``if ...: raise ...``
-blocks that raise a new error. A comment where the body begins says how many checks were left out; ``inspect.getsource(fn)`` still shows everything.
+blocks that raise a new error. A comment where the body begins says how many checks were left out;
+``inspect.getsource(fn)`` still shows everything.
 """
 from __future__ import annotations
 
