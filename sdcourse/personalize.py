@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import shapes
+from .images import pil_to_latents
 
 TEAL = (20, 160, 160)  # between the palette's green and blue; no caption names it
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as diffusers' LoRA scripts
@@ -114,10 +115,8 @@ def hollowness(picture: Image.Image, scene: shapes.Scene) -> float:
 # ---------------------------------------------------------------- one training step, shared
 def picture_latents(pipe, pictures) -> torch.Tensor:
     """The VAE's latents of PIL pictures (posterior means), times the scaling factor: what the UNet sees."""
-    x = torch.stack([torch.from_numpy(np.asarray(p.convert("RGB"), dtype=np.float32)) for p in pictures])
-    x = (x.permute(0, 3, 1, 2) / 127.5 - 1).to(pipe.device, pipe.vae.dtype)
     with torch.no_grad():
-        return pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+        return pil_to_latents(pipe.vae, [p.convert("RGB") for p in pictures])
 
 
 def denoising_loss(pipe, latents, ids, generator) -> torch.Tensor:
