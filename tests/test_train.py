@@ -231,6 +231,33 @@ def test_the_smoothness_penalty_is_the_guidance_directions_jacobian_in_sigma_uni
     assert penalty == 0 and pred.shape == xt.shape
 
 
+def test_the_penalty_can_be_taken_at_its_own_low_noise_points():
+    n = 4
+    xt, t = torch.randn(n, 4, 8, 8), torch.tensor([900, 800, 700, 600])
+    emb = torch.zeros(n, 77, 8)
+    emb[:, 0, 0] = 2.0
+    uncond = torch.zeros(1, 77, 8)
+    ab = torch.linspace(0.999, 0.005, 1000)
+    keep, v = torch.tensor([0, 1]), torch.randn(2, 4, 8, 8)
+    points = (torch.randn(2, 4, 8, 8), torch.tensor([5, 20]))
+    pred, penalty = train.denoise_and_smoothness(ScalingUNet(), xt, t, emb, uncond, keep, v, 0.05, ab, points)
+    assert torch.allclose(pred, ScalingUNet()(xt, t, emb).sample)  # the batch's own prediction is unchanged
+    expected = ((1 - ab[points[1]]) * 4.0 * v.square().mean(dim=(1, 2, 3))).mean()  # at the points' timesteps
+    assert torch.allclose(penalty, expected, rtol=1e-4)
+
+
+def test_low_noise_points_stay_below_their_noise_level():
+    sched = train.noise_schedule().scheduler
+    x0 = torch.randn(256, 4, 8, 8)
+    xt, t = train.low_noise_points(x0, 0.3, sched, torch.Generator().manual_seed(0))
+    ab = sched.alphas_cumprod[t]
+    assert (((1 - ab) / ab).sqrt() <= 0.3).all() and t.max() > 20  # all low, and spread over the low range
+    noise = (xt - ab.sqrt().view(-1, 1, 1, 1) * x0) / (1 - ab).sqrt().view(-1, 1, 1, 1)
+    assert abs(noise.std().item() - 1) < 0.05  # x_t = sqrt(ab) x0 + sqrt(1 - ab) noise, unit noise
+    with pytest.raises(ValueError, match="smooth_sigma_max"):
+        train.Recipe(smooth_sigma_max=-1.0)
+
+
 def test_the_penalty_runs_in_the_last_smooth_steps_only(tmp_path, monkeypatch):
     calls = []
     real = train.denoise_and_smoothness

@@ -133,6 +133,8 @@ class Recipe:
     smooth_steps: int = setting(0, "stage 5: the penalty is on for the last this many steps")
     smooth_batch: int = setting(16, "stage 5: captioned latents per batch that the penalty looks at")
     smooth_delta: float = setting(0.05, "stage 5: the penalty's finite-difference step, in noisy-latent units")
+    smooth_sigma_max: float = setting(0.0, "stage 5: 0: the penalty looks at the batch's own noisy latents; above "
+                                           "0: at the same clean latents noised afresh to a sigma of at most this")
     # stage 6: decoder polish
     polish_steps: int = setting(2000, "stage 6: decoder fine-tuning on the UNet's own latents (0: skip)")
     polish_samples: int = setting(2048, "stage 6: pictures the UNet draws for it (training captions only)")
@@ -223,6 +225,7 @@ LIMITS = {
     "caption_dropout": (0, 1, True), "caption_part_dropout": (0, 1, True), "offset_noise": (0, 10, True),
     "snr_gamma": (1e-6, 1e6, True), "ema_decay": (0, 1, False), "smooth_weight": (0, 1e3, True),
     "smooth_steps": (0, BIG, True), "smooth_batch": (1, 4096, True), "smooth_delta": (1e-6, 10, True),
+    "smooth_sigma_max": (0, 1e3, True),
     "polish_steps": (0, BIG, True), "polish_samples": (1, 10**6, True), "polish_lr": (1e-12, 1, True),
     "polish_sampling_steps": (1, 1000, True), "polish_draw_batch": (1, 4096, True), "grad_clip": (1e-6, 1e6, True),
     "lr_floor": (0, 1, True),
@@ -591,7 +594,7 @@ class CaptionIds:
         return torch.stack([self.cache[c] for c in captions])
 
 
-def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alphas_cumprod):
+def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alphas_cumprod, points=None):
     """The UNet's noise prediction for the batch ``xt`` (timesteps ``t``, text embeddings ``emb``), and the
     guidance-smoothness penalty of the latents ``keep`` (indices of captioned ones), in one UNet call.
 
@@ -602,21 +605,36 @@ def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alph
     with a random standard-normal direction ``v`` per latent and a step ``delta`` in noisy-latent units:
     mean over ``keep`` of (1 - alpha_bar_t) x mean((Delta(x + delta v) - Delta(x)) / delta)^2 (the factor
     turns a derivative by the noisy latents into one by sigma-scaled latents). ``uncond`` is the empty
-    prompt's embedding, (1, tokens, width). Returns (prediction for all of ``xt``, penalty); with an empty
-    ``keep`` the penalty is 0 and the call is a plain UNet call."""
+    prompt's embedding, (1, tokens, width). ``points``, when given, is (noisy latents, timesteps) of the ``keep``
+    latents to take the penalty at instead of ``xt[keep]`` and ``t[keep]`` (for example the same clean latents
+    noised to the low noise levels where K-LMS's steps are relatively largest). Returns (prediction for all of
+    ``xt``, penalty); with an empty ``keep`` the penalty is 0 and the call is a plain UNet call."""
     if len(keep) == 0:
         return unet(xt, t, emb).sample, xt.new_zeros(())
     k = len(keep)
-    xk, tk = xt[keep], t[keep]
+    xk, tk = (xt[keep], t[keep]) if points is None else points
     moved = xk + delta * v
     empty = uncond.expand(k, -1, -1)
-    out = unet(torch.cat([xt, xk, moved, moved]), torch.cat([t, tk, tk, tk]),
-               torch.cat([emb, empty, emb[keep], empty])).sample
+    extra = [] if points is None else [xk]  # the caption's prediction at points of their own
+    out = unet(torch.cat([xt, xk, moved, moved] + extra), torch.cat([t, tk, tk, tk] + [tk] * len(extra)),
+               torch.cat([emb, empty, emb[keep], empty] + [emb[keep]] * len(extra))).sample
     n = len(xt)
-    pred, u_here, c_moved, u_moved = out[:n], out[n : n + k], out[n + k : n + 2 * k], out[n + 2 * k :]
-    change = ((c_moved - u_moved) - (pred[keep] - u_here)) / delta
+    pred, u_here, c_moved, u_moved = out[:n], out[n : n + k], out[n + k : n + 2 * k], out[n + 2 * k : n + 3 * k]
+    c_here = pred[keep] if points is None else out[n + 3 * k :]
+    change = ((c_moved - u_moved) - (c_here - u_here)) / delta
     penalty = (change.square().mean(dim=(1, 2, 3)) * (1 - alphas_cumprod[tk])).mean()
     return pred, penalty
+
+
+def low_noise_points(x0: torch.Tensor, sigma_max: float, scheduler, gen: torch.Generator):
+    """``x0`` noised by ``scheduler.add_noise`` at timesteps drawn uniformly from those whose noise level
+    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) is at most ``sigma_max`` (at least timestep 0).
+    Returns (noisy latents, timesteps)."""
+    ab = scheduler.alphas_cumprod
+    low = int(((1 - ab) / ab).sqrt().le(sigma_max).sum())  # sigma_t grows with t: timesteps 0 .. low - 1
+    t = torch.randint(0, max(low, 1), (len(x0),), generator=gen).to(x0.device)
+    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+    return scheduler.add_noise(x0, noise, t), t
 
 
 class Schedule(NamedTuple):
@@ -793,8 +811,12 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
                     v = torch.randn((len(keep),) + tuple(batch.x0.shape[1:]), generator=gen).to(device)
                     with torch.set_grad_enabled(not frozen):
                         uncond = text_encoder(tok([""]).to(device)).last_hidden_state
+                    points = None
+                    if r.smooth_sigma_max > 0:  # the same clean latents, noised afresh to a low noise level
+                        points = low_noise_points(batch.x0[keep.to(device)], r.smooth_sigma_max,
+                                                  schedule.scheduler, gen)
                     pred, penalty = denoise_and_smoothness(unet, batch.xt, batch.t, emb, uncond, keep.to(device), v,
-                                                           r.smooth_delta, schedule.alphas_cumprod)
+                                                           r.smooth_delta, schedule.alphas_cumprod, points)
                 else:
                     pred, penalty = unet(batch.xt, batch.t, emb).sample, None
                 denoising = denoising_loss(pred, batch.noise, batch.t, schedule.loss_weight)
