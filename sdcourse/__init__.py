@@ -17,3 +17,4 @@ from .inpaint import inpaint, inpaint_pipeline
 from .animation import animate
 from .cost import colab_cost
 from .source import source
+from .first_look import first_look

@@ -407,6 +407,33 @@ def is_mini_model(pipe) -> bool:
         return False
 
 
+def _which_model(model) -> tuple:
+    """The model to load and why it is that one: (model, reason)."""
+    if model is not None:
+        return model, "asked for by the code"
+    if os.environ.get(MODEL_ENV_VAR):
+        return os.environ[MODEL_ENV_VAR], f"chosen by {MODEL_ENV_VAR}={os.environ[MODEL_ENV_VAR]}"
+    return DEFAULT_MODEL, "the course's default"
+
+
+def _from_hub_or_mini(repo_id: str, dt, dev, token, chosen: str) -> tuple:
+    """(pipeline, origin): ``repo_id`` from the hub or its local cache; when the hub is unreachable and the
+    cache lacks it, the mini model (:func:`_fallback`, origin None)."""
+    offline = hub_offline()
+    if not offline and not hub_reachable():
+        reason = "the hub did not answer within a second"
+        offline = True
+    else:
+        reason = "HF_HUB_OFFLINE is set and it is not in the local cache"
+    try:
+        pipe = _from_hub(repo_id, dt, dev, token, local_only=offline)
+    except Exception as exc:  # offline: "not in the cache" is an OSError; online: connection errors
+        if not ((offline and isinstance(exc, OSError)) or _is_connection_error(exc)):
+            raise
+        return _fallback(repo_id, reason if offline else "the hub connection failed", dt), None
+    return pipe, f"{'from the local cache' if offline else 'from the Hugging Face hub'}, {chosen}"
+
+
 def load_pipeline(model: str | os.PathLike | None = None, device: str | torch.device | None = None,
                   dtype: str | torch.dtype | None = None, *, token: str | None = None):
     """Return a ready-to-use ``StableDiffusionPipeline`` on the chosen device.
@@ -435,38 +462,15 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | torch.de
     """
     dev = pick_device(device)
     dt = resolve_dtype(dtype, dev)
-    if model is not None:
-        chosen = "asked for by the code"
-    elif os.environ.get(MODEL_ENV_VAR):
-        chosen = f"chosen by {MODEL_ENV_VAR}={os.environ[MODEL_ENV_VAR]}"
-    else:
-        chosen = "the course's default"
-    if model is None:
-        model = os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL
-    kind, value = _classify(model)
-    origin = None
+    model, chosen = _which_model(model)  # the argument, else $SDCOURSE_MODEL, else SD v1-4
+    kind, value = _classify(model)  # "mini", "path" or "hub"
     if kind == "mini":
-        pipe = _from_folder(MINI_MODEL_DIR, dt, mini=True)
-        origin = chosen
+        pipe, origin = _from_folder(MINI_MODEL_DIR, dt, mini=True), chosen
     elif kind == "path":
         _check_pipeline_folder(value)
-        pipe = _from_folder(value, dt, mini=value.resolve() == MINI_MODEL_DIR)
-        origin = chosen
-    else:
-        offline = hub_offline()
-        if not offline and not hub_reachable():
-            reason = "the hub did not answer within a second"
-            offline = True
-        else:
-            reason = "HF_HUB_OFFLINE is set and it is not in the local cache"
-        try:
-            pipe = _from_hub(value, dt, dev, token, local_only=offline)
-        except Exception as exc:  # offline: "not in the cache" is an OSError; online: connection errors
-            if not ((offline and isinstance(exc, OSError)) or _is_connection_error(exc)):
-                raise
-            pipe = _fallback(value, reason if offline else "the hub connection failed", dt)
-        else:
-            origin = f"{'from the local cache' if offline else 'from the Hugging Face hub'}, {chosen}"
+        pipe, origin = _from_folder(value, dt, mini=value.resolve() == MINI_MODEL_DIR), chosen
+    else:  # the hub or its local cache; the mini model (and one line saying why) when neither has it
+        pipe, origin = _from_hub_or_mini(value, dt, dev, token, chosen)
     if origin is not None:
         pipe.sdcourse_origin = origin
     check_tokenizer(pipe.tokenizer)

@@ -30,11 +30,15 @@ def source(obj) -> str:
             single = lines[docstring.lineno - 1].lstrip().lstrip("rRuU").startswith("'" * 3)
             lines[kept_end] = lines[kept_end].rstrip() + " ..." + ("'" if single else '"') * 3
     checks = 0
+    arguments = getattr(definition, "args", None)
+    params = frozenset() if arguments is None else frozenset(
+        a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs
+        + [x for x in (arguments.vararg, arguments.kwarg) if x is not None])
     for node in ast.walk(definition):
         for field in ("body", "orelse", "finalbody"):
             statements = getattr(node, field, None)
             for statement in statements if isinstance(statements, list) else []:
-                if isinstance(statement, ast.stmt) and _is_check(statement):
+                if isinstance(statement, ast.stmt) and _is_check(statement, params):
                     span = set(range(statement.lineno - 1, statement.end_lineno))
                     if not span <= dropped:
                         checks += 1
@@ -47,7 +51,7 @@ def source(obj) -> str:
         if i == note_after and checks:  # the note goes where the body begins
             first = lines[definition.body[-1].lineno - 1]
             indent = first[: len(first) - len(first.lstrip())]
-            kept.append(f"{indent}# ({checks} argument check{'s' if checks > 1 else ''} left out; "
+            kept.append(f"{indent}# ({checks} check{'s' if checks > 1 else ''} left out; "
                         f"inspect.getsource shows {'them' if checks > 1 else 'it'})")
     return "\n".join(kept)
 
@@ -74,13 +78,38 @@ def _called_name(call) -> str:
     return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
 
 
-def _is_check(statement) -> bool:
-    value = getattr(statement, "value", None)
-    if isinstance(statement, (ast.Expr, ast.Assign, ast.AnnAssign)) and isinstance(value, ast.Call):
-        return _called_name(value).lstrip("_").startswith("check_")
+def _is_check_call(node) -> bool:
+    return isinstance(node, ast.Call) and _called_name(node).lstrip("_").startswith("check_")
+
+
+def _checks_only(node) -> bool:
+    """A call of a check_* function, or a tuple of them."""
+    if isinstance(node, ast.Tuple):
+        return bool(node.elts) and all(_is_check_call(e) for e in node.elts)
+    return _is_check_call(node)
+
+
+def _names(target) -> list:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [n for e in target.elts for n in _names(e)] if all(isinstance(e, (ast.Name, ast.Tuple, ast.List))
+                                                                  for e in target.elts) else [None]
+    return [None]
+
+
+def _is_check(statement, params: frozenset = frozenset()) -> bool:
+    """A statement that only checks arguments: check_* calls (alone, in a tuple, or re-binding the function's own
+    parameters, as ``steps = check_steps(steps)``; a check whose result gets a new name stays, since the code
+    after it uses that name), or ``if bad: raise NewError(...)``."""
+    if isinstance(statement, ast.Expr):
+        return _checks_only(statement.value)
+    if isinstance(statement, (ast.Assign, ast.AnnAssign)) and _checks_only(statement.value):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        return all(name in params for t in targets for name in _names(t))
     if isinstance(statement, ast.If):  # `if bad: raise SomeError(...)`; a bare `raise` (re-raise) is control flow
         return all(_raises_new(s) for s in statement.body) and (
-            not statement.orelse or all(_raises_new(s) or _is_check(s) for s in statement.orelse))
+            not statement.orelse or all(_raises_new(s) or _is_check(s, params) for s in statement.orelse))
     return False
 
 

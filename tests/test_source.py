@@ -1,5 +1,6 @@
 """sdcourse.source: a helper's source as a chapter prints it, the algorithm without its argument checks."""
 import ast
+import builtins
 import importlib
 import inspect
 
@@ -53,7 +54,7 @@ def test_checks_and_the_docstring_beyond_its_first_paragraph_are_left_out():
     assert '"""Blend a picture. ..."""' in text and "second paragraph" not in text
     assert "check_size" not in text and "ValueError" not in text
     assert "value = picture * steps  # the idea" in text and "            raise  # a re-raise" in text
-    assert "# (3 argument checks left out; inspect.getsource shows them)" in text
+    assert "# (3 checks left out; inspect.getsource shows them)" in text
     assert len(text.splitlines()) == 10
 
 
@@ -63,12 +64,36 @@ def test_a_function_without_checks_prints_as_written():
     ast.parse(source(single_quoted))
 
 
-@pytest.mark.parametrize("name", ["sdcourse.loader.load_pipeline", "sdcourse.loop.denoise", "sdcourse.loop.encode_prompt",
-                                  "sdcourse.img2img.img2img", "sdcourse.interp.slerp", "sdcourse.images.image_grid"])
-def test_the_course_helpers_print_shorter_and_still_parse(name):
+def binds_new_names(x, sizes):
+    """A check whose result gets names of its own stays: the code after it uses them."""
+    w, h = check_size(sizes)
+    x, y = check_size(x), check_size(sizes)
+    x, sizes = check_size(x), check_size(sizes)
+    check_size(x), check_size(sizes)
+    return x * w * h * y
+
+
+def test_a_check_that_names_its_result_stays_and_tuples_of_checks_go():
+    text = source(binds_new_names)
+    ast.parse(text)
+    assert "w, h = check_size(sizes)" in text and "x, y = check_size(x), check_size(sizes)" in text
+    assert "x, sizes = " not in text and "    check_size(x), check_size(sizes)" not in text
+    assert "# (2 checks left out" in text
+
+
+@pytest.mark.parametrize("name, note", [("sdcourse.loader.load_pipeline", True), ("sdcourse.loop.denoise", True),
+                                        ("sdcourse.loop.encode_prompt", True), ("sdcourse.img2img.img2img", False),
+                                        ("sdcourse.interp.slerp", True), ("sdcourse.images.image_grid", False)])
+def test_the_course_helpers_print_shorter_and_still_parse(name, note):
     module, attr = name.rsplit(".", 1)
     fn = getattr(importlib.import_module(module), attr)
     text = source(fn)
-    ast.parse(text)
+    tree = ast.parse(text)
     assert len(text.splitlines()) < len(inspect.getsource(fn).splitlines())
-    assert "argument check" in text
+    assert ("checks left out" in text or "check left out" in text) == note
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    args = {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+    local_unbound = {name for name in used - bound - args if name in inspect.getsource(fn) and
+                     name not in vars(importlib.import_module(module)) and name not in vars(builtins)}
+    assert not local_unbound, f"the printed source uses names it never sets: {local_unbound}"
