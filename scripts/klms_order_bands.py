@@ -54,12 +54,8 @@ def main(argv=None) -> list[tuple[tuple[float, float], dict]]:
     for low, high in bands:
         drawer = sharing_pipeline(pipe, type(pipe), "klms_order_bands")
         drawer.scheduler = band_scheduler(pipe.scheduler.config, low, high)
-        images = []
-        for i in range(0, len(pairs), 16):
-            chunk = [c for _, c in pairs[i : i + 16]]
-            gens = [torch.Generator("cpu").manual_seed(i + j) for j in range(len(chunk))]
-            images += drawer(chunk, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                             generator=gens).images
+        images = ev.draw_captions(drawer, [c for _, c in pairs], args.guidance, args.steps, progress=False,
+                                  sampler=None)  # caption i with seed i, drawn with the drawer's own scheduler
         accuracy = ev.attribute_accuracy([ev.read_picture(im) for im in images], [s for s, _ in pairs])
         results.append(((low, high), accuracy))
         where = "nowhere" if low >= high else f"{low:g} <= sigma < {high:g}"
