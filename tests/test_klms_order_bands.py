@@ -1,17 +1,12 @@
 """scripts/klms_order_bands.py: K-LMS with Euler's method swapped in over a band of noise levels."""
-import importlib.util
-from pathlib import Path
-
+import conftest
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, LMSDiscreteScheduler
 
 from sdcourse import MINI_MODEL_DIR
 
-SPEC = importlib.util.spec_from_file_location("klms_order_bands",
-                                              Path(__file__).resolve().parents[1] / "scripts" / "klms_order_bands.py")
-bands = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(bands)
+bands = conftest.load_script("scripts/klms_order_bands.py")
 
 
 def run(scheduler, steps=12):
