@@ -10,7 +10,7 @@ Usage (from the repository root)::
 Each notebook is executed with nbclient in a fresh kernel (the outputs are not written back):
 the runner puts one cell in front that starts counting UNet forward passes
 (``sdcourse.cost.start_counting``) and one at the end that reports the count, the count the
-notebook states in its Colab-cost line (``sdcourse.colab_cost``) and the peak GPU memory.
+notebook states in its Colab note (``sdcourse.cost.colab_note``) and the peak GPU memory.
 A notebook fails when a cell raises (its assertions included) or when its stated count differs
 from the counted one (unless ``--no-check-calls``, which scripts/gpu_check.sh uses: on a GPU,
 chapter 10 runs CUDA-only cells, and CUDA-graph replays do not pass through the counter). Output checks of nbval (cells tagged ``nbval-check-output``) are not applied: their
@@ -46,7 +46,7 @@ except Exception:
 
 REPORT = """import json as _sdc_json
 import torch as _sdc_torch
-_sdc_report = dict(_sdc_counter.as_dict(), declared_calls=_sdc_cost.declared_calls, peak_gib=None)
+_sdc_report = dict(_sdc_counter.as_dict(), peak_gib=None)
 if _sdc_torch.cuda.is_available():
     _sdc_report["peak_gib"] = round(_sdc_torch.cuda.max_memory_allocated() / 2**30, 2)
 _sdc_cost.stop_counting()
@@ -61,9 +61,12 @@ def run_notebook(path: Path, timeout: int = 1200, check_calls: bool = True, thre
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
+    from sdcourse.cost import stated_calls
+
     result = {"notebook": path.name, "ok": False, "error": None}
     try:
         nb = nbformat.read(path, as_version=4)
+        result["declared_calls"] = stated_calls(nb)  # the count its Colab note states
     except Exception as exc:  # not JSON, not a notebook: this one fails, the others still run
         return {**result, "seconds": 0.0, "error": f"not a readable notebook file ({type(exc).__name__}: "
                                                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"}
@@ -95,8 +98,8 @@ def run_notebook(path: Path, timeout: int = 1200, check_calls: bool = True, thre
         declared, counted = result.get("declared_calls"), result.get("unet_calls")
         if check_calls and declared is not None and declared != counted:
             result["ok"] = False
-            result["error"] = (f"the notebook states {declared} UNet calls in its Colab-cost line but made "
-                               f"{counted}; write {counted} there")
+            result["error"] = (f"the notebook's Colab note states {declared} UNet calls but it made "
+                               f"{counted}; write sdcourse.cost.colab_note({counted}) there")
     return result
 
 

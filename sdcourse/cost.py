@@ -2,8 +2,9 @@
 
 Almost all of a chapter's time on a GPU goes into UNet calls: one per picture per sampling
 step (with classifier-free guidance that call sees two latents, the prompt's and the empty
-prompt's). :func:`colab_cost` turns a chapter's count of such calls into minutes on a T4,
-and each notebook prints it near its top.
+prompt's). :func:`colab_cost` turns a count of such calls into minutes on a T4, and
+:func:`colab_note` is the sentence that states a chapter's count and minutes in the note above its Colab
+setup cell (:func:`stated_calls` reads the count back).
 
 The per-call time is a published figure, not a measurement of ours: the diffusers
 documentation's PyTorch 2.0 benchmark ("Accelerated PyTorch 2.0 support in Diffusers",
@@ -24,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import re
 
 from .validate import check_whole
 
@@ -46,11 +48,44 @@ def colab_cost(unet_calls: int) -> str:
     A call is one picture's step (a batch of 4 pictures for 20 steps is 80 calls).
     """
     unet_calls = check_whole(unet_calls, "unet_calls", 0)
-    global declared_calls
-    declared_calls = unet_calls  # the notebook runner compares it with the calls it counts
     seconds = unet_calls * T4_SECONDS_PER_CALL  # the published T4 rate
     return (f"Colab cost at SD size: {unet_calls} UNet calls x {T4_SECONDS_PER_CALL:.3f} s (T4, float16, "
             f"512 px) = about {seconds:.0f} s ({seconds / 60:.1f} min) of UNet time.")
+
+
+NOTE_CALLS = re.compile(r"\((\d+) UNet calls at SD size")
+
+
+def colab_note(unet_calls: int) -> str:
+    """The sentence a chapter's Colab note states its cost in: minutes of UNet time on a free T4 and the count.
+
+    Chapter 1's last part explains the estimate; :func:`stated_calls` reads the count back from a notebook.
+    """
+    unet_calls = check_whole(unet_calls, "unet_calls", 0)
+    if unet_calls == 0:
+        return "On Colab this chapter makes no Stable Diffusion UNet call (0 UNet calls at SD size)."
+    seconds = unet_calls * T4_SECONDS_PER_CALL
+    took = f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+    return (f"On Colab with the real Stable Diffusion, this chapter's pictures take about {took} of UNet time on a "
+            f"free T4 ({unet_calls} UNet calls at SD size; chapter 1's last part explains the estimate).")
+
+
+def stated_calls(notebook) -> int | None:
+    """The UNet calls a notebook (an ``nbformat`` notebook or a path) states in its Colab note, or None."""
+    if hasattr(notebook, "cells"):
+        cells = [(c.cell_type, c.source) for c in notebook.cells]
+    else:
+        import json
+
+        with open(notebook, encoding="utf-8") as f:
+            cells = [(c["cell_type"], "".join(c["source"])) for c in json.load(f)["cells"]]
+    for kind, source in cells:
+        if kind == "code":
+            return None  # the note comes before the first code cell, the Colab setup
+        match = NOTE_CALLS.search(source)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 class UNetCounter:
@@ -91,8 +126,6 @@ def is_guided_batch(sample) -> bool:
 
 
 _original_forward = None
-declared_calls = None
-"""The count the last :func:`colab_cost` call stated (the notebook runner compares it with what it counted)."""
 
 
 def start_counting() -> UNetCounter:

@@ -25,22 +25,13 @@ NOTEBOOKS = ROOT / "notebooks"
 # One wrong but runnable answer per exercise (a common mistake); each must lose exactly that exercise's points.
 WRONG_ANSWERS = {
     'ch01-ex-01-answer': 'def picture(seed, steps=2):\n    return pipe(PROMPT, height=small, width=small, num_inference_steps=steps, generator=sdcourse.make_generator(0)).images[0]',
-    'ch01-ex-02-answer': 'from PIL.PngImagePlugin import PngInfo\n'
-                         'def save_with_recipe(picture, path, prompt, seed, steps):\n'
-                         '    info = PngInfo()\n'
-                         '    for key, value in (("prompt", prompt), ("seed", seed), ("steps", steps)):\n'
-                         '        info.add_text(key, str(value))\n'
-                         '    picture.save(path, format="PNG", pnginfo=info)\n'
-                         'def remake(path):  # forgets the file\'s size\n'
-                         '    recipe = dict(Image.open(path).text)\n'
-                         '    return pipe(recipe["prompt"], height=small, width=small, num_inference_steps=int(recipe["steps"]),\n'
-                         '                generator=sdcourse.make_generator(int(recipe["seed"]))).images[0]',
+    'ch01-ex-02-answer': 'sdcourse.set_scheduler(pipe, "ddim")\ndef step_latents(seed, steps=3):  # always 3 steps\n    seen = []\n    def keep(p, i, t, kwargs):\n        seen.append(kwargs["latents"])\n        return kwargs\n    pipe(PROMPT, height=small, width=small, num_inference_steps=3, generator=sdcourse.make_generator(seed),\n         output_type="latent", callback_on_step_end=keep)\n    return seen',
     'ch02-ex-01-answer': 'def batch(seeds, steps=2):\n    return pipe([PROMPT] * len(seeds), height=small, width=small, num_inference_steps=steps,\n                generator=sdcourse.make_generator(seeds[0])).images',
     'ch02-ex-02-answer': 'def noise_shape(height, width):\n    f = pipe.vae_scale_factor\n    for value in (height, width):\n        if value % f:\n            raise ValueError(f"{value} is not a multiple of {f}")\n    return (1, pipe.unet.config.in_channels, width // f, height // f)',
     'ch03-ex-01-answer': 'def decode(latents):  # the scaling factor not undone\n'
                          '    pixels = ((pipe.vae.decode(latents).sample[0].float() / 2 + 0.5).clamp(0, 1) * 255).round()\n'
                          '    return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy().astype(np.uint8))',
-    'ch03-ex-02-answer': 'def latent_shape(height, width):\n    return (1, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, height // pipe.vae_scale_factor)',
+    'ch03-ex-02-answer': 'from diffusers import DDPMScheduler\nddpm = DDPMScheduler.from_config(pipe.scheduler.config)\ndef clean_guess(noisy, noise_pred, t):  # no square roots\n    a = ddpm.alphas_cumprod[t]\n    return (noisy - (1 - a) * noise_pred) / a',
     'ch04-ex-01-answer': 'from diffusers import LMSDiscreteScheduler\n'
                          'GUIDANCE = sdcourse.klms_guidance(pipe)\n'
                          'pipe.scheduler = LMSDiscreteScheduler.from_config(pipe.scheduler.config)\n'
@@ -81,36 +72,16 @@ WRONG_ANSWERS = {
                          'def blend(latents, clean, noise, cell_mask, next_t):  # the outside never noised\n'
                          '    return cell_mask * latents + (1 - cell_mask) * clean',
     'ch07-ex-02-answer': 'def cells_touched(mask):\n    f = pipe.vae_scale_factor\n    pixels = torch.from_numpy((np.asarray(mask.convert("L")) >= 128).astype(np.float32))[None, None]\n    return torch.nn.functional.interpolate(pixels, scale_factor=1 / f, mode="nearest")',
-    'ch08-ex-01-answer': 'def my_slerp(t, v0, v1):\n    return (1 - t) * v0 + t * v1',
-    'ch08-ex-02-answer': 'def largest_jump(frames):\n    arrays = [np.asarray(f, dtype=np.float64) for f in frames]\n    return int(np.argmax([(b - a).mean() for a, b in zip(arrays, arrays[1:])])) + 1',
-    'ch09-ex-01-answer': 'def match_colours(frame, reference):\n    src, ref = np.asarray(frame, dtype=float), np.asarray(reference, dtype=float)\n    return Image.fromarray(np.clip(src - src.mean((0, 1)) + ref.mean((0, 1)), 0, 255).astype(np.uint8))',
+    'ch08-ex-01-answer': 'def seed_walk(seed_a, seed_b, num_frames, steps=2):  # a straight line\n    f = pipe.vae_scale_factor\n    shape = (1, pipe.unet.config.in_channels, small // f, small // f)\n    a, b = (torch.randn(shape, generator=sdcourse.make_generator(s), dtype=pipe.unet.dtype) for s in (seed_a, seed_b))\n    return [pipe(PROMPT, height=small, width=small, num_inference_steps=steps,\n                 latents=sdcourse.lerp(i / (num_frames - 1), a, b)).images[0] for i in range(num_frames)]',
+    'ch08-ex-02-answer': 'def prompt_walk(prompt_a, prompt_b, seed, num_frames, steps=2):  # one generator for every frame\n    text_a, empty = pipe.encode_prompt(prompt_a, pipe.device, 1, True)\n    text_b, _ = pipe.encode_prompt(prompt_b, pipe.device, 1, True)\n    generator = sdcourse.make_generator(seed)\n    return [pipe(prompt_embeds=sdcourse.slerp(i / (num_frames - 1), text_a, text_b), negative_prompt_embeds=empty,\n                 height=small, width=small, num_inference_steps=steps, generator=generator).images[0]\n            for i in range(num_frames)]',
+    'ch09-ex-01-answer': 'from sdcourse.animation import animate, transform\nfrom sdcourse.course_data import load_picture\nfrom sdcourse.img2img import img2img\nGUIDANCE = 7.5\ndef from_the_start(start, prompt, num_frames, zoom, strength, steps=2, seed=0):  # feeds back after all\n    frames = [start]\n    for i in range(1, num_frames):\n        frames.append(img2img(pipe, transform(frames[-1], zoom=zoom), prompt, strength=strength, steps=steps,\n                              guidance=GUIDANCE, seed=seed + i).images[0])\n    return frames',
     'ch09-ex-02-answer': 'def keyframe_values(keys, num_frames):  # np.interp needs the keys in order\n'
                          '    return [float(v) for v in np.interp(range(num_frames), list(keys), list(keys.values()))]',
     'ch10-ex-01-answer': 'def euler_weights(sigmas):\n    return sigmas[:-1] - sigmas[1:]',
-    'ch10-ex-02-answer': 'from diffusers.models.attention_processor import Attention\n\n'
-                         'def largest_attention_block(pipe, width, height, slice_size=None):  # self-attention only\n'
-                         '    f = pipe.vae_scale_factor\n    positions = (height // f) * (width // f)\n'
-                         '    heads = max(m.heads for m in pipe.unet.modules() if isinstance(m, Attention))\n'
-                         '    pairs = 2 * heads if slice_size is None else min(2 * heads, slice_size)\n'
-                         '    return pairs * positions * positions * torch.finfo(pipe.unet.dtype).bits // 8',
+    'ch10-ex-02-answer': 'layer = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1\ndef first_layer_scores_bytes(width, height):  # one latent, not the guided pair\n    f = pipe.vae_scale_factor\n    positions = (height // f) * (width // f)\n    return layer.heads * positions * positions * torch.finfo(pipe.unet.dtype).bits // 8',
     # Chapters 11 and 12: the cell's given lines (imports, settings) stay, only the function is wrong.
-    'ch11-ex-01-answer': 'from dataclasses import replace\n\nfrom sdcourse.course_data import load_picture\n'
-                         'from sdcourse.img2img import img2img\nfrom sdcourse.playground import Settings, run\n'
-                         'from sdcourse.schedulers import set_scheduler\n\n'
-                         'SETTINGS = Settings(mode="img2img", prompt="a yellow square in the center on a black background",\n'
-                         '                    picture="sketch", strength=0.5, steps=4, guidance=5.0, seed=7, n_images=3,\n'
-                         '                    width=small, height=small, scheduler="euler")\n\n'
-                         'def one_picture(s, k):  # forgets the negative prompt\n    set_scheduler(pipe, s.scheduler)\n'
-                         '    picture = load_picture(s.picture, small).resize((s.width, s.height))\n'
-                         '    return img2img(pipe, picture, s.prompt, strength=s.strength, steps=s.steps, guidance=s.guidance,\n'
-                         '                   seed=s.seed + k).images[0]',
-    'ch11-ex-02-answer': 'from dataclasses import replace\n\nfrom sdcourse.playground import Playground, Settings, run\n\n'
-                         'SWEEP = Settings(prompt="a blue triangle in the center on a yellow background", steps=12, seed=1,\n'
-                         '                 n_images=2, width=small, height=small, scheduler="ddim")\n\n'
-                         'def seed_sweep(pg, seeds):  # puts the seed back only when every run worked\n'
-                         '    shown, pictures = pg.seed.value, []\n    for seed in seeds:\n        pg.seed.value = seed\n'
-                         '        if not pg.generate():\n            raise ValueError(str(pg.messages()))\n'
-                         '        pictures.append(pg.result[0])\n    pg.seed.value = shown\n    return pictures',
+    'ch11-ex-01-answer': 'import io\nimport ipywidgets as widgets\ndef png(picture):\n    buffer = io.BytesIO()\n    picture.save(buffer, format="PNG")\n    return buffer.getvalue()\ndef seed_viewer(prompt):  # draws the seed the slider left\n    slider, image = widgets.IntSlider(value=0, min=0, max=99), widgets.Image(format="png")\n    def draw(seed):\n        image.value = png(pipe(prompt, height=small, width=small, num_inference_steps=2,\n                               generator=sdcourse.make_generator(seed)).images[0])\n    slider.observe(lambda change: draw(change["old"]), names="value")\n    draw(0)\n    return slider, image',
+    'ch11-ex-02-answer': 'def size_panel(prompt):  # never clears the message\n    side, button = widgets.IntText(value=small), widgets.Button(description="Generate")\n    message, image = widgets.Label(), widgets.Image(format="png")\n    def generate(_):\n        n = side.value\n        if n <= 0 or n % pipe.vae_scale_factor:\n            message.value = f"{n} px is not a positive multiple of {pipe.vae_scale_factor}"\n            return\n        image.value = png(pipe(prompt, height=n, width=n, num_inference_steps=2,\n                               generator=sdcourse.make_generator(0)).images[0])\n    button.on_click(generate)\n    return side, button, message, image',
     'ch12-ex-01-answer': 'from sdcourse.attention import token_index\n\n'
                          'def token_positions(prompt, word):  # counts words, not tokens\n'
                          '    return [i + 1 for i, w in enumerate(prompt.split()) if w == word]',
@@ -157,6 +128,28 @@ def chapters():
     return grading.graded_notebooks(NOTEBOOKS)
 
 
+def optional_challenges(nb) -> list[str]:
+    """The answer cells of a notebook's optional challenges: a solution cell under an "### Optional challenge"
+    heading, whose check cell (ungraded, every assert in view) follows it."""
+    cells, found = nb.cells, []
+    for i, cell in enumerate(cells):
+        if not cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            continue
+        heading = next((c.source for c in reversed(cells[:i]) if c.cell_type == "markdown"), "")
+        if heading.startswith("### Optional challenge"):
+            check = cells[i + 1]
+            assert check.id == cell.id.replace("-answer", "-check") and "nbgrader" not in check.get("metadata", {})
+            assert "assert " in check.source and "HIDDEN TESTS" not in check.source and "(no points)" in heading
+            found.append(cell.id)
+    return found
+
+
+def test_chapter_10_has_an_optional_challenge():
+    nb = nbformat.read(str(NOTEBOOKS / "10_speed_and_memory.ipynb"), as_version=4)
+    assert optional_challenges(nb) == ["ch10-ex-03-answer"]
+    assert "ch10-ex-03-check" not in {e.grade_id for e in grading.exercises(nb)}
+
+
 def test_every_chapter_has_two_graded_exercises_with_a_planted_wrong_answer():
     paths = chapters()
     assert [p.name[:2] for p in paths] == [f"{i:02d}" for i in range(1, 14)]
@@ -164,8 +157,10 @@ def test_every_chapter_has_two_graded_exercises_with_a_planted_wrong_answer():
         nb = nbformat.read(str(path), as_version=4)
         found = grading.exercises(path)
         assert len(found) >= 2, path.name
+        graded = {e.grade_id.replace("-check", "-answer") for e in found}
         answers = [c.id for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
-        assert set(answers) <= set(WRONG_ANSWERS) and len(answers) == len(found), path.name
+        assert set(answers) - graded == set(optional_challenges(nb)), f"{path.name}: an answer cell without a graded check"
+        assert graded <= set(WRONG_ANSWERS) and graded <= set(answers), path.name
         ids = [c.id for c in nb.cells]
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate cell ids"
 
@@ -197,7 +192,8 @@ def test_student_versions_hide_solutions_and_hidden_tests(student_dir):
         public = [c for c in student.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
         assert public and all("assert" in c.source for c in public), "public checks missing"
         answers = [c for c in student.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
-        assert len(answers) == len(public) and all("raise NotImplementedError()" in c.source for c in answers)
+        optional = optional_challenges(student)
+        assert len(answers) == len(public) + len(optional) and all("raise NotImplementedError()" in c.source for c in answers)
 
 
 VANDAL = """\
@@ -313,7 +309,7 @@ def test_bad_submissions_get_zero_with_a_reason_and_grading_goes_on(graded):
     bad = {r.exercise: r for r in rows if r.student == "bad"}
     assert all(bad[f"ch08-ex-0{k}-check"].points == 0 and "not a readable notebook" in bad[f"ch08-ex-0{k}-check"].note
                for k in (1, 2))
-    assert bad["ch09-ex-01-check"].points == 0 and "match_colours" in bad["ch09-ex-01-check"].note
+    assert bad["ch09-ex-01-check"].points == 0 and "load_picture" in bad["ch09-ex-01-check"].note  # its answer cell never ran
     assert bad["ch09-ex-02-check"].points == bad["ch09-ex-02-check"].max_points  # the rest still counts
     assert bad["ch10-ex-01-check"].points == 0 and "deleted" in bad["ch10-ex-01-check"].note
     assert bad["ch10-ex-02-check"].points == bad["ch10-ex-02-check"].max_points
