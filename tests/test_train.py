@@ -258,6 +258,18 @@ def test_low_noise_points_stay_below_their_noise_level():
         train.Recipe(smooth_sigma_max=-1.0)
 
 
+def test_low_noise_points_can_take_a_band_of_noise_levels():
+    sched = train.noise_schedule().scheduler
+    x0 = torch.randn(512, 4, 8, 8)
+    _, t = train.low_noise_points(x0, 3.0, sched, torch.Generator().manual_seed(0), sigma_min=1.0)
+    sigma = ((1 - sched.alphas_cumprod[t]) / sched.alphas_cumprod[t]).sqrt()
+    assert (sigma >= 1.0).all() and (sigma <= 3.0).all() and sigma.min() < 1.1 and sigma.max() > 2.8  # spread over it
+    with pytest.raises(ValueError, match="no timestep"):
+        train.low_noise_points(x0, 3.0, sched, torch.Generator().manual_seed(0), sigma_min=2e3)
+    with pytest.raises(ValueError, match="smooth_sigma_min"):
+        train.Recipe(smooth_sigma_min=-1.0)
+
+
 def test_the_penalty_runs_in_the_last_smooth_steps_only(tmp_path, monkeypatch):
     calls = []
     real = train.denoise_and_smoothness

@@ -135,6 +135,8 @@ class Recipe:
     smooth_delta: float = setting(0.05, "stage 5: the penalty's finite-difference step, in noisy-latent units")
     smooth_sigma_max: float = setting(0.0, "stage 5: 0: the penalty looks at the batch's own noisy latents; above "
                                            "0: at the same clean latents noised afresh to a sigma of at most this")
+    smooth_sigma_min: float = setting(0.0, "stage 5: with smooth_sigma_max, the fresh noise level's sigma is at "
+                                           "least this")
     # stage 6: decoder polish
     polish_steps: int = setting(2000, "stage 6: decoder fine-tuning on the UNet's own latents (0: skip)")
     polish_samples: int = setting(2048, "stage 6: pictures the UNet draws for it (training captions only)")
@@ -225,7 +227,7 @@ LIMITS = {
     "caption_dropout": (0, 1, True), "caption_part_dropout": (0, 1, True), "offset_noise": (0, 10, True),
     "snr_gamma": (1e-6, 1e6, True), "ema_decay": (0, 1, False), "smooth_weight": (0, 1e3, True),
     "smooth_steps": (0, BIG, True), "smooth_batch": (1, 4096, True), "smooth_delta": (1e-6, 10, True),
-    "smooth_sigma_max": (0, 1e3, True),
+    "smooth_sigma_max": (0, 1e3, True), "smooth_sigma_min": (0, 1e3, True),
     "polish_steps": (0, BIG, True), "polish_samples": (1, 10**6, True), "polish_lr": (1e-12, 1, True),
     "polish_sampling_steps": (1, 1000, True), "polish_draw_batch": (1, 4096, True), "grad_clip": (1e-6, 1e6, True),
     "lr_floor": (0, 1, True),
@@ -626,13 +628,18 @@ def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alph
     return pred, penalty
 
 
-def low_noise_points(x0: torch.Tensor, sigma_max: float, scheduler, gen: torch.Generator):
+def low_noise_points(x0: torch.Tensor, sigma_max: float, scheduler, gen: torch.Generator, sigma_min: float = 0.0):
     """``x0`` noised by ``scheduler.add_noise`` at timesteps drawn uniformly from those whose noise level
-    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) is at most ``sigma_max`` (at least timestep 0).
-    Returns (noisy latents, timesteps)."""
+    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) lies in [``sigma_min``, ``sigma_max``] (timestep 0 when
+    ``sigma_min`` is 0 and none is that low). Returns (noisy latents, timesteps)."""
     ab = scheduler.alphas_cumprod
-    low = int(((1 - ab) / ab).sqrt().le(sigma_max).sum())  # sigma_t grows with t: timesteps 0 .. low - 1
-    t = torch.randint(0, max(low, 1), (len(x0),), generator=gen).to(x0.device)
+    sigma = ((1 - ab) / ab).sqrt()  # grows with t
+    allowed = torch.nonzero((sigma >= sigma_min) & (sigma <= sigma_max)).flatten()
+    if len(allowed) == 0:
+        if sigma_min > 0:
+            raise ValueError(f"no timestep has a noise level between sigma {sigma_min} and {sigma_max}")
+        allowed = torch.zeros(1, dtype=torch.long)
+    t = allowed[torch.randint(0, len(allowed), (len(x0),), generator=gen)].to(x0.device)
     noise = torch.randn(x0.shape, generator=gen).to(x0.device)
     return scheduler.add_noise(x0, noise, t), t
 
@@ -814,7 +821,7 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
                     points = None
                     if r.smooth_sigma_max > 0:  # the same clean latents, noised afresh to a low noise level
                         points = low_noise_points(batch.x0[keep.to(device)], r.smooth_sigma_max,
-                                                  schedule.scheduler, gen)
+                                                  schedule.scheduler, gen, r.smooth_sigma_min)
                     pred, penalty = denoise_and_smoothness(unet, batch.xt, batch.t, emb, uncond, keep.to(device), v,
                                                            r.smooth_delta, schedule.alphas_cumprod, points)
                 else:
