@@ -71,18 +71,11 @@ def colab_note(unet_calls: int) -> str:
 
 
 def stated_calls(notebook) -> int | None:
-    """The UNet calls a notebook (an ``nbformat`` notebook or a path) states in its Colab note, or None."""
-    if hasattr(notebook, "cells"):
-        cells = [(c.cell_type, c.source) for c in notebook.cells]
-    else:
-        import json
-
-        with open(notebook, encoding="utf-8") as f:
-            cells = [(c["cell_type"], "".join(c["source"])) for c in json.load(f)["cells"]]
-    for kind, source in cells:
-        if kind == "code":
+    """The UNet calls an ``nbformat`` notebook states in its Colab note (before its first code cell), or None."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
             return None  # the note comes before the first code cell, the Colab setup
-        match = NOTE_CALLS.search(source)
+        match = NOTE_CALLS.search(cell.source)
         if match:
             return int(match.group(1))
     return None
