@@ -69,6 +69,11 @@ def main(argv=None):
                     help="take the penalty at the batch's clean latents noised to sigma <= this (0: at the batch)")
     ap.add_argument("--smooth-sigma-min", type=float, default=0.0,
                     help="with --smooth-sigma-max: noised to sigma >= this too (a band of noise levels)")
+    ap.add_argument("--smooth-power-iters", type=int, default=0,
+                    help="look along the direction the guidance stretches most, found by this many power steps "
+                         "(0: a random direction)")
+    ap.add_argument("--smooth-hinge", type=float, default=0.0,
+                    help="penalise only each latent's stretch beyond this (0: all of it)")
     ap.add_argument("--export-now", action="store_true",
                     help="train no further: export the checkpoint in --out as it is (its EMA weights) with --vae's VAE")
     ap.add_argument("--export", type=Path, default=None, help="the exported folder (default: OUT/model)")
@@ -110,7 +115,8 @@ def main(argv=None):
                               unet_warmup=0 if args.constant_lr else shipped.unet_warmup,
                               ema_decay=args.ema_decay or shipped.ema_decay, smooth_weight=args.smooth_weight,
                               smooth_steps=args.smooth_steps, smooth_sigma_max=args.smooth_sigma_max,
-                              smooth_sigma_min=args.smooth_sigma_min,
+                              smooth_sigma_min=args.smooth_sigma_min, smooth_power_iters=args.smooth_power_iters,
+                              smooth_hinge=args.smooth_hinge,
                               vae_width=vae.config.block_out_channels[0],
                               vae_layers=vae.config.layers_per_block)
     except ValueError as err:

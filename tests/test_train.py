@@ -246,6 +246,43 @@ def test_the_penalty_can_be_taken_at_its_own_low_noise_points():
     assert torch.allclose(penalty, expected, rtol=1e-4)
 
 
+class StretchingUNet(torch.nn.Module):
+    """A stand-in UNet whose captioned prediction is A x for a fixed matrix A acting on each latent's numbers, and
+    whose empty-prompt prediction is 0, so that the guidance direction's Jacobian is A."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = a
+
+    def forward(self, x, t, emb):
+        from types import SimpleNamespace
+        out = (x.flatten(1) @ self.a.T).view(x.shape)
+        return SimpleNamespace(sample=out * (emb[:, 0, 0] != 0).view(-1, 1, 1, 1))
+
+
+def test_the_stiffest_direction_is_the_one_guidance_stretches_most():
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(64, 64, generator=g))
+    stretch = torch.linspace(0.1, 1.0, 64)
+    stretch[5] = 3.0  # one direction stretched far more than the others
+    unet = StretchingUNet(q @ torch.diag(stretch) @ q.T)
+    xk, tk = torch.randn(3, 4, 4, 4, generator=g), torch.tensor([10, 20, 30])
+    emb, uncond = torch.ones(3, 77, 8), torch.zeros(1, 77, 8)
+    v = train.stiffest_direction(unet, xk, tk, emb, uncond, torch.randn(3, 4, 4, 4, generator=g), 0.05, 12)
+    assert torch.allclose(v.square().mean(dim=(1, 2, 3)), torch.ones(3))  # unit root mean square per latent
+    top = q[:, 5] / q[:, 5].square().mean().sqrt()
+    cos = (v.flatten(1) @ top) / (v.flatten(1).norm(dim=1) * top.norm())
+    assert (cos.abs() > 0.99).all()
+    # along it, the penalty's stretch is 3 (in sigma units times sqrt(1 - alpha_bar)); a hinge at 2 keeps 1 of it
+    ab = torch.full((1000,), 0.75)  # 1 - alpha_bar = 0.25: the stretch reads 3 * 0.5 = 1.5
+    keep = torch.tensor([0, 1, 2])
+    plain = train.denoise_and_smoothness(unet, xk, tk, emb, uncond, keep, v, 0.01, ab)[1]
+    assert abs(plain.item() - 1.5**2) < 1e-2
+    hinged = train.denoise_and_smoothness(unet, xk, tk, emb, uncond, keep, v, 0.01, ab, hinge=1.0)[1]
+    assert abs(hinged.item() - 0.5**2) < 1e-2
+    assert train.denoise_and_smoothness(unet, xk, tk, emb, uncond, keep, v, 0.01, ab, hinge=2.0)[1] == 0
+
+
 def test_low_noise_points_stay_below_their_noise_level():
     sched = train.noise_schedule().scheduler
     x0 = torch.randn(256, 4, 8, 8)

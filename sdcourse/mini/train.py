@@ -137,6 +137,10 @@ class Recipe:
                                            "0: at the same clean latents noised afresh to a sigma of at most this")
     smooth_sigma_min: float = setting(0.0, "stage 5: with smooth_sigma_max, the fresh noise level's sigma is at "
                                            "least this")
+    smooth_power_iters: int = setting(0, "stage 5: 0: the penalty looks along a random direction; n: along the "
+                                         "direction the guidance direction's Jacobian stretches most (n power steps)")
+    smooth_hinge: float = setting(0.0, "stage 5: 0: the penalty is the whole squared stretch; above 0: only the "
+                                       "part of each latent's stretch above this, squared")
     # stage 6: decoder polish
     polish_steps: int = setting(2000, "stage 6: decoder fine-tuning on the UNet's own latents (0: skip)")
     polish_samples: int = setting(2048, "stage 6: pictures the UNet draws for it (training captions only)")
@@ -227,7 +231,8 @@ LIMITS = {
     "caption_dropout": (0, 1, True), "caption_part_dropout": (0, 1, True), "offset_noise": (0, 10, True),
     "snr_gamma": (1e-6, 1e6, True), "ema_decay": (0, 1, False), "smooth_weight": (0, 1e3, True),
     "smooth_steps": (0, BIG, True), "smooth_batch": (1, 4096, True), "smooth_delta": (1e-6, 10, True),
-    "smooth_sigma_max": (0, 1e3, True), "smooth_sigma_min": (0, 1e3, True),
+    "smooth_sigma_max": (0, 1e3, True), "smooth_sigma_min": (0, 1e3, True), "smooth_power_iters": (0, 100, True),
+    "smooth_hinge": (0, 1e3, True),
     "polish_steps": (0, BIG, True), "polish_samples": (1, 10**6, True), "polish_lr": (1e-12, 1, True),
     "polish_sampling_steps": (1, 1000, True), "polish_draw_batch": (1, 4096, True), "grad_clip": (1e-6, 1e6, True),
     "lr_floor": (0, 1, True),
@@ -596,7 +601,8 @@ class CaptionIds:
         return torch.stack([self.cache[c] for c in captions])
 
 
-def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alphas_cumprod, points=None):
+def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alphas_cumprod, points=None,
+                           hinge: float = 0.0):
     """The UNet's noise prediction for the batch ``xt`` (timesteps ``t``, text embeddings ``emb``), and the
     guidance-smoothness penalty of the latents ``keep`` (indices of captioned ones), in one UNet call.
 
@@ -610,7 +616,8 @@ def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alph
     prompt's embedding, (1, tokens, width). ``points``, when given, is (noisy latents, timesteps) of the ``keep``
     latents to take the penalty at instead of ``xt[keep]`` and ``t[keep]`` (for example the same clean latents
     noised to the low noise levels where K-LMS's steps are relatively largest). Returns (prediction for all of
-    ``xt``, penalty); with an empty ``keep`` the penalty is 0 and the call is a plain UNet call."""
+    ``xt``, penalty); with an empty ``keep`` the penalty is 0 and the call is a plain UNet call. With ``hinge``
+    above 0, each latent's term is relu(sqrt(term) - hinge)^2: only stretches beyond ``hinge`` are penalised."""
     if len(keep) == 0:
         return unet(xt, t, emb).sample, xt.new_zeros(())
     k = len(keep)
@@ -624,8 +631,32 @@ def denoise_and_smoothness(unet, xt, t, emb, uncond, keep, v, delta: float, alph
     pred, u_here, c_moved, u_moved = out[:n], out[n : n + k], out[n + k : n + 2 * k], out[n + 2 * k : n + 3 * k]
     c_here = pred[keep] if points is None else out[n + 3 * k :]
     change = ((c_moved - u_moved) - (c_here - u_here)) / delta
-    penalty = (change.square().mean(dim=(1, 2, 3)) * (1 - alphas_cumprod[tk])).mean()
-    return pred, penalty
+    per_latent = change.square().mean(dim=(1, 2, 3)) * (1 - alphas_cumprod[tk])
+    if hinge > 0:
+        per_latent = (per_latent.clamp_min(1e-12).sqrt() - hinge).clamp_min(0).square()
+    return pred, per_latent.mean()
+
+
+@torch.no_grad()
+def stiffest_direction(unet, xk, tk, emb_k, uncond, v, delta: float, iters: int) -> torch.Tensor:
+    """The direction, per latent, that the guidance direction's Jacobian dDelta/dx (Delta = eps(x, caption) -
+    eps(x, "")) stretches most at the noisy latents ``xk`` (timesteps ``tk``, caption embeddings ``emb_k``),
+    found by ``iters`` steps of power iteration from ``v`` with finite differences of step ``delta``. Guidance
+    multiplies this stretch by its scale, and the largest one decides whether a multistep sampler's step is
+    stable. Returned with a root mean square of 1 per latent, like a standard-normal ``v``."""
+    def unit(d):
+        return d / d.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12)
+
+    k = len(xk)
+    empty = uncond.expand(k, -1, -1)
+    out = unet(torch.cat([xk, xk]), torch.cat([tk, tk]), torch.cat([emb_k, empty])).sample
+    here = out[:k] - out[k:]
+    v = unit(v)
+    for _ in range(iters):
+        moved = xk + delta * v
+        out = unet(torch.cat([moved, moved]), torch.cat([tk, tk]), torch.cat([emb_k, empty])).sample
+        v = unit((out[:k] - out[k:]) - here)
+    return v
 
 
 def low_noise_points(x0: torch.Tensor, sigma_max: float, scheduler, gen: torch.Generator, sigma_min: float = 0.0):
@@ -822,8 +853,13 @@ def train_unet(out: Path, r: Recipe, mean: torch.Tensor, std: torch.Tensor, scal
                     if r.smooth_sigma_max > 0:  # the same clean latents, noised afresh to a low noise level
                         points = low_noise_points(batch.x0[keep.to(device)], r.smooth_sigma_max,
                                                   schedule.scheduler, gen, r.smooth_sigma_min)
+                    if r.smooth_power_iters > 0:  # look along the stiffest direction instead of a random one
+                        xk, tk = (batch.xt[keep.to(device)], batch.t[keep.to(device)]) if points is None else points
+                        v = stiffest_direction(unet, xk, tk, emb[keep.to(device)].detach(), uncond.detach(), v,
+                                               r.smooth_delta, r.smooth_power_iters)
                     pred, penalty = denoise_and_smoothness(unet, batch.xt, batch.t, emb, uncond, keep.to(device), v,
-                                                           r.smooth_delta, schedule.alphas_cumprod, points)
+                                                           r.smooth_delta, schedule.alphas_cumprod, points,
+                                                           r.smooth_hinge)
                 else:
                     pred, penalty = unet(batch.xt, batch.t, emb).sample, None
                 denoising = denoising_loss(pred, batch.noise, batch.t, schedule.loss_weight)
