@@ -17,28 +17,33 @@ from sdcourse import classroom, shapes
 from sdcourse.mini import train
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 200  # a few hundred steps of the preset: about 45 s per run on 2 CPU cores
+STEPS = 200  # a few hundred steps of the preset: about 45 s on 2 CPU cores, enough for the loss to fall
+SHORT = 40  # the runs compared with each other: every part of a run (warm-up, cosine, EMA, snapshot) in fewer steps
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    def one(seed, name):
-        return classroom.train(train.Recipe.classroom(unet_steps=STEPS, seed=seed), tmp_path_factory.mktemp(name),
-                               sample_every=10**6, n_eval=4, live=False, device="cpu")
+    def one(seed, name, steps, **changes):
+        return classroom.train(train.Recipe.classroom(unet_steps=steps, seed=seed, **changes),
+                               tmp_path_factory.mktemp(name), sample_every=10**6, n_eval=4, live=False, device="cpu")
 
-    return one(0, "a"), one(0, "b"), one(1, "c")
+    # the long run, then two short ones of the same seed and one of another (warm-up 10 of their 40 steps)
+    short = dict(steps=SHORT, unet_warmup=10)
+    return one(0, "long", STEPS), one(0, "a", **short), one(0, "b", **short), one(1, "c", **short)
 
 
 def test_the_same_seed_trains_the_same_weights_and_losses_to_the_bit(runs):
-    first, again, _ = runs
-    assert len(first.losses) == STEPS
+    _, first, again, _ = runs
+    assert len(first.losses) == SHORT
     assert first.losses == again.losses
     a, b = first.unet_weights(), again.unet_weights()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [s.step for s in first.snapshots] == [s.step for s in again.snapshots] == [SHORT]
+    assert first.snapshots[0].accuracy == again.snapshots[0].accuracy
 
 
 def test_another_seed_trains_other_weights_and_losses(runs):
-    first, _, other = runs
+    _, first, _, other = runs
     assert first.losses != other.losses
     a, c = first.unet_weights(), other.unet_weights()
     assert sum(not torch.equal(a[k], c[k]) for k in a) == len(a)  # every tensor differs
