@@ -48,10 +48,18 @@ WRONG_ANSWERS = {
                          '    x0 = (sample - (1 - a_t) * noise_pred) / a_t\n'
                          '    return a_prev * x0 + (1 - a_prev) * noise_pred',
     'ch05-ex-02-answer': 'def calls_per_picture(name, steps):\n    return steps',
-    'ch06-ex-01-answer': 'sdcourse.set_scheduler(pipe, "ddim")\n'
+    'ch06-ex-01-answer': 'from diffusers import LMSDiscreteScheduler\n'
+                         'sdcourse.set_scheduler(pipe, "ddim")\n'
                          'i2i = sdcourse.img2img_pipeline(pipe)\n'
-                         'def first_timestep(steps, strength):\n'
-                         '    return int(strength * pipe.scheduler.config.num_train_timesteps) - 1',
+                         'clean = sdcourse.pil_to_latents(pipe.vae, [sdcourse.load_picture("scene", small)], '
+                         'generator=sdcourse.make_generator(0))\n'
+                         'noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))\n'
+                         'def klms_start(clean, noise, steps, strength):  # DDIM\'s scale, not K-LMS\'s\n'
+                         '    solver = LMSDiscreteScheduler.from_config(pipe.scheduler.config)\n'
+                         '    solver.set_timesteps(steps)\n'
+                         '    t = int(solver.timesteps[steps - int(steps * strength)])\n'
+                         '    ab = solver.alphas_cumprod[t]\n'
+                         '    return ab.sqrt() * clean + (1 - ab).sqrt() * noise',
     'ch06-ex-02-answer': 'def strength_for_noise(share, steps):  # the variance, not the coefficient\n'
                          '    solver = sdcourse.make_scheduler("ddim", pipe.scheduler.config)\n'
                          '    solver.set_timesteps(steps)\n'
@@ -59,26 +67,23 @@ WRONG_ANSWERS = {
                          '        if float(1 - solver.alphas_cumprod[int(solver.timesteps[steps - k])]) >= share:\n'
                          '            return k / steps\n'
                          '    return None',
-    'ch07-ex-01-answer': 'from PIL import ImageDraw\n'
-                         'from sdcourse.inpaint import latent_mask, prepare_mask\n'
-                         'picture = sdcourse.load_picture("sketch", small)\n'
-                         'mask = Image.new("L", (small, small), 0)\n'
-                         'ImageDraw.Draw(mask).rectangle([0, 0, small // 2 - 1, small // 2 - 1], fill=255)\n'
-                         'cell_mask = latent_mask(prepare_mask(mask, picture), pipe.vae_scale_factor)\n'
-                         'clean = sdcourse.pil_to_latents(pipe.vae, [picture], generator=sdcourse.make_generator(0))\n'
-                         'noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))\n'
-                         'latents = torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))\n'
-                         'pipe.scheduler.set_timesteps(4)\n'
-                         'def blend(latents, clean, noise, cell_mask, next_t):  # the outside never noised\n'
-                         '    return cell_mask * latents + (1 - cell_mask) * clean',
+    'ch07-ex-01-answer': 'from sdcourse.inpaint import inpaint\n'
+                         'picture = sdcourse.load_picture("scene", small)\n'
+                         'def outpaint_right(picture, prompt, seed=0, steps=2):  # the mask the wrong way round\n'
+                         '    w, h = picture.size\n'
+                         '    canvas = Image.new("RGB", (2 * w, h))\n'
+                         '    canvas.paste(picture.convert("RGB"), (0, 0))\n'
+                         '    mask = Image.new("L", (2 * w, h), 255)\n'
+                         '    mask.paste(0, (w, 0, 2 * w, h))\n'
+                         '    return inpaint(pipe, canvas, mask, prompt, steps=steps, seed=seed).images[0]',
     'ch07-ex-02-answer': 'def cells_touched(mask):\n    f = pipe.vae_scale_factor\n    pixels = torch.from_numpy((np.asarray(mask.convert("L")) >= 128).astype(np.float32))[None, None]\n    return torch.nn.functional.interpolate(pixels, scale_factor=1 / f, mode="nearest")',
     'ch08-ex-01-answer': 'def seed_walk(seed_a, seed_b, num_frames, steps=2):  # a straight line\n    f = pipe.vae_scale_factor\n    shape = (1, pipe.unet.config.in_channels, small // f, small // f)\n    a, b = (torch.randn(shape, generator=sdcourse.make_generator(s), dtype=pipe.unet.dtype) for s in (seed_a, seed_b))\n    return [pipe(PROMPT, height=small, width=small, num_inference_steps=steps,\n                 latents=sdcourse.lerp(i / (num_frames - 1), a, b)).images[0] for i in range(num_frames)]',
     'ch08-ex-02-answer': 'def prompt_walk(prompt_a, prompt_b, seed, num_frames, steps=2):  # one generator for every frame\n    text_a, empty = pipe.encode_prompt(prompt_a, pipe.device, 1, True)\n    text_b, _ = pipe.encode_prompt(prompt_b, pipe.device, 1, True)\n    generator = sdcourse.make_generator(seed)\n    return [pipe(prompt_embeds=sdcourse.slerp(i / (num_frames - 1), text_a, text_b), negative_prompt_embeds=empty,\n                 height=small, width=small, num_inference_steps=steps, generator=generator).images[0]\n            for i in range(num_frames)]',
     'ch09-ex-01-answer': 'from sdcourse.animation import animate, transform\nfrom sdcourse.course_data import load_picture\nfrom sdcourse.img2img import img2img\nGUIDANCE = 7.5\ndef from_the_start(start, prompt, num_frames, zoom, strength, steps=2, seed=0):  # feeds back after all\n    frames = [start]\n    for i in range(1, num_frames):\n        frames.append(img2img(pipe, transform(frames[-1], zoom=zoom), prompt, strength=strength, steps=steps,\n                              guidance=GUIDANCE, seed=seed + i).images[0])\n    return frames',
     'ch09-ex-02-answer': 'def keyframe_values(keys, num_frames):  # np.interp needs the keys in order\n'
                          '    return [float(v) for v in np.interp(range(num_frames), list(keys), list(keys.values()))]',
-    'ch10-ex-01-answer': 'def euler_weights(sigmas):\n    return sigmas[:-1] - sigmas[1:]',
-    'ch10-ex-02-answer': 'layer = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1\ndef first_layer_scores_bytes(width, height):  # one latent, not the guided pair\n    f = pipe.vae_scale_factor\n    positions = (height // f) * (width // f)\n    return layer.heads * positions * positions * torch.finfo(pipe.unet.dtype).bits // 8',
+    'ch10-ex-01-answer': 'from diffusers import EulerDiscreteScheduler\n\ndef euler_plan(scheduler, steps):  # the scale of the next sigma\n    scheduler.set_timesteps(steps)\n    s = scheduler.sigmas\n    return 1 / (s[1:] ** 2 + 1).sqrt(), s[1:] - s[:-1]',
+    'ch10-ex-02-answer': 'layer = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2\ndef first_cross_scores_bytes(width, height):  # self-attention\'s count: positions as keys\n    f = pipe.vae_scale_factor\n    positions = (height // f) * (width // f)\n    return 2 * layer.heads * positions * positions * torch.finfo(pipe.unet.dtype).bits // 8',
     # Chapters 11 and 12: the cell's given lines (imports, settings) stay, only the function is wrong.
     'ch11-ex-01-answer': 'import io\nimport ipywidgets as widgets\ndef png(picture):\n    buffer = io.BytesIO()\n    picture.save(buffer, format="PNG")\n    return buffer.getvalue()\ndef seed_viewer(prompt):  # draws the seed the slider left\n    slider, image = widgets.IntSlider(value=0, min=0, max=99), widgets.Image(format="png")\n    def draw(seed):\n        image.value = png(pipe(prompt, height=small, width=small, num_inference_steps=2,\n                               generator=sdcourse.make_generator(seed)).images[0])\n    slider.observe(lambda change: draw(change["old"]), names="value")\n    draw(0)\n    return slider, image',
     'ch11-ex-02-answer': 'def size_panel(prompt):  # never clears the message\n    side, button = widgets.IntText(value=small), widgets.Button(description="Generate")\n    message, image = widgets.Label(), widgets.Image(format="png")\n    def generate(_):\n        n = side.value\n        if n <= 0 or n % pipe.vae_scale_factor:\n            message.value = f"{n} px is not a positive multiple of {pipe.vae_scale_factor}"\n            return\n        image.value = png(pipe(prompt, height=n, width=n, num_inference_steps=2,\n                               generator=sdcourse.make_generator(0)).images[0])\n    button.on_click(generate)\n    return side, button, message, image',
