@@ -35,20 +35,16 @@ def measure(pipe, captions: list[str], steps: int, guidance: float, sigma_range=
     whose sigma lies in ``sigma_range``, along the Euler trajectory at ``guidance`` from seed-0 noise."""
     from diffusers import LMSDiscreteScheduler
 
-    tok, unet = pipe.tokenizer, pipe.unet
+    from sdcourse.loop import encode_prompt
 
-    def embed(texts):
-        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
-        return pipe.text_encoder(ids)[0]
-
+    unet = pipe.unet
     sched = LMSDiscreteScheduler.from_config(pipe.scheduler.config)
     sched.set_timesteps(steps)
     gen = torch.Generator().manual_seed(0)
     side = unet.config.sample_size
     rows = []
     with torch.no_grad():
-        cond, empty = embed(captions), embed([""] * len(captions))
+        empty, cond = encode_prompt(pipe.tokenizer, pipe.text_encoder, captions).chunk(2)  # [uncond; cond]
         x = torch.randn(len(captions), unet.config.in_channels, side, side, generator=gen) * sched.sigmas[0]
         for i, t in enumerate(sched.timesteps):
             s = float(sched.sigmas[i])
